@@ -1,0 +1,22 @@
+# The two quick-start commands. Both install what they need into the current Python first.
+PY ?= python3
+EXAMPLE_ARGS = examples/hypothesis_rollouts.jsonl --group-size 4 --batch-groups 2 --config examples/hypothesis.yaml
+
+.PHONY: install demo test bench lint
+
+# torch first and pinned only when absent: an unpinned `torch` requirement pulls a multi-GB CUDA build.
+install:
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+
+demo: install
+	openrlhf-novelty score $(EXAMPLE_ARGS) --output runs/demo/scored.jsonl --save-state runs/demo/state.pt
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/bench_reward.py
+
+lint:
+	ruff check openrlhf_novelty tests benchmarks

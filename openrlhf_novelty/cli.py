@@ -1,0 +1,176 @@
+"""The ``openrlhf-novelty`` command: ``score`` a JSONL file of rollouts offline, ``config`` to print / check settings."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+
+from openrlhf_novelty.config import ConfigError, NoveltyConfig, reference_markdown
+
+
+class InputError(ValueError):
+    """Bad user input; the message names the file and line."""
+
+
+def load_config(args: argparse.Namespace) -> NoveltyConfig:
+    cfg = NoveltyConfig.from_file(args.config) if args.config else NoveltyConfig()
+    return cfg.with_overrides(args.set) if args.set else cfg
+
+
+def read_rollouts(path: str, group_size: int) -> list[dict]:
+    """JSONL lines ``{"prompt", "response", "label"?, "task_reward"?}``; each run of ``group_size`` lines shares a prompt."""
+    try:
+        fh = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    rows = []
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise InputError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+            for key in ("prompt", "response"):
+                if not isinstance(row.get(key), str):
+                    problem = "missing" if key not in row else f"not a string ({type(row[key]).__name__})"
+                    raise InputError(f"{path} line {lineno}: field '{key}' is {problem}")
+            if "task_reward" in row and (isinstance(row["task_reward"], bool)
+                                         or not isinstance(row["task_reward"], (int, float))):
+                raise InputError(f"{path} line {lineno}: field 'task_reward' must be a number")
+            row["_line"] = lineno
+            rows.append(row)
+    if not rows:
+        raise InputError(f"{path}: no rollouts (the file is empty)")
+    for start in range(0, len(rows), group_size):
+        group = rows[start:start + group_size]
+        head = group[0]
+        for row in group[1:]:
+            if row["prompt"] != head["prompt"]:
+                raise InputError(f"{path} line {row['_line']}: the group starting at line {head['_line']} changes "
+                                 f"prompt after {row['_line'] - head['_line']} lines; expected --group-size "
+                                 f"{group_size} lines per prompt")
+        if len(group) < group_size:
+            raise InputError(f"{path} line {head['_line']}: the last group has {len(group)} lines; expected "
+                             f"--group-size {group_size}")
+    has_task = ["task_reward" in r for r in rows]
+    if any(has_task) and not all(has_task):
+        first = rows[has_task.index(not has_task[0])]
+        raise InputError(f"{path} line {first['_line']}: 'task_reward' must be on every line or on none")
+    return rows
+
+
+def summary_table(step: int, components: dict[str, list[float]]) -> str:
+    lines = [f"step {step}: {len(components['reward'])} samples",
+             f"  {'component':<12} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
+    for name, values in components.items():
+        std = statistics.pstdev(values) if len(values) > 1 else 0.0
+        lines.append(f"  {name:<12} {statistics.fmean(values):>9.4f} {std:>9.4f} {min(values):>9.4f} "
+                     f"{max(values):>9.4f}")
+    return "\n".join(lines)
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.reward import NoveltyReward
+
+    if args.group_size < 1 or args.batch_groups < 1:
+        raise InputError("--group-size and --batch-groups must be at least 1")
+    cfg = load_config(args)
+    rows = read_rollouts(args.input, args.group_size)
+    model = NoveltyReward(cfg)
+    if args.load_state:
+        if not os.path.exists(args.load_state):
+            raise InputError(f"--load-state {args.load_state}: no such file")
+        try:
+            model.load(args.load_state)
+        except Exception as e:  # a corrupt or foreign file: say so in one line
+            raise InputError(f"--load-state {args.load_state}: cannot load ({e})") from None
+    output = args.output or _default_output(args.input)
+    per_batch = args.group_size * args.batch_groups
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    with open(output, "w", encoding="utf-8") as out:
+        for start in range(0, len(rows), per_batch):
+            batch = rows[start:start + per_batch]
+            scored = model.score([r["prompt"] for r in batch], [r["response"] for r in batch], args.group_size,
+                                 task_rewards=[r["task_reward"] for r in batch] if "task_reward" in batch[0] else None)
+            for i, row in enumerate(batch):
+                record = {k: v for k, v in row.items() if k != "_line"}
+                record.update(reward=scored.rewards[i], step=scored.step,
+                              components={k: v[i] for k, v in scored.components.items()})
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            print(summary_table(scored.step, scored.components), flush=True)
+            model.update(scored)
+    if args.save_state:
+        model.save(args.save_state)
+        print(f"state saved to {args.save_state} (step {model.step})")
+    print(f"wrote {len(rows)} scored rollouts to {output}")
+    return 0
+
+
+def _default_output(path: str) -> str:
+    if path == "-":
+        return "scored.jsonl"
+    base = path[:-6] if path.endswith(".jsonl") else path
+    return base + ".scored.jsonl"
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.check:
+        cfg = NoveltyConfig.from_file(args.check)
+        print(f"{args.check}: ok ({sum(1 for _ in cfg.to_dict())} settings)")
+    elif args.markdown:
+        print(reference_markdown())
+    else:
+        import yaml
+
+        print(yaml.safe_dump(NoveltyConfig().to_dict(), sort_keys=False, allow_unicode=True), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="openrlhf-novelty", description="Quality-gated novelty rewards for GRPO.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML or JSON config file (see `openrlhf-novelty config`)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting, e.g. --set rnd.lr=3e-4 (repeatable)")
+
+    p = sub.add_parser("score", help="score JSONL rollouts batch by batch, updating RND between batches")
+    p.add_argument("input", help="JSONL: {prompt, response, label?, task_reward?} per line, groups contiguous")
+    p.add_argument("--group-size", type=int, required=True, help="samples per prompt (GRPO's n)")
+    p.add_argument("--batch-groups", type=int, default=8, help="prompt groups per rollout batch / training step")
+    p.add_argument("--output", help="output JSONL (default: INPUT.scored.jsonl)")
+    p.add_argument("--load-state", help="restore RND / archive state from this file first")
+    p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("config", help="print the default config as YAML, the reference table, or check a file")
+    p.add_argument("--check", metavar="FILE", help="validate a config file and exit")
+    p.add_argument("--markdown", action="store_true", help="print the reference table (Markdown)")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("OPENRLHF_NOVELTY_LOG", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (InputError, ConfigError) as e:
+        print(f"openrlhf-novelty {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

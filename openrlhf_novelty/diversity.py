@@ -1,0 +1,101 @@
+"""Episodic and memory novelty on unit-norm embeddings: within a prompt's group, against an archive, against a bank.
+
+Distances are cosine distances ``1 - cos`` clamped to [0, 1] (sentence embeddings are almost never anti-parallel,
+and a bounded term is easier to weigh against quality).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85) -> torch.Tensor:
+    """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
+
+    mean: mean distance to the n-1 siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
+    otherwise varied group). partition: siblings with cosine >= threshold are linked, linked samples form clusters
+    (transitively), and diversity is the share of siblings outside the sample's cluster (DARLING's rule).
+    A group of one has no siblings and scores 0.
+    """
+    g, n, _ = emb.shape
+    if n < 2:
+        return emb.new_zeros(g, n)
+    sims = emb @ emb.transpose(1, 2)
+    eye = torch.eye(n, dtype=torch.bool, device=emb.device)
+    if mode == "partition":
+        linked = (sims >= threshold) | eye
+        # Transitive closure by repeated squaring of the boolean reachability matrix: log2(n) steps.
+        for _ in range(max(1, (n - 1).bit_length())):
+            linked = (linked.float() @ linked.float()) > 0
+        return (n - linked.sum(-1)).float() / (n - 1)
+    dist = (1.0 - sims).clamp(0.0, 1.0)
+    if mode == "min":
+        return dist.masked_fill(eye, float("inf")).min(-1).values
+    if mode == "mean":
+        return dist.masked_fill(eye, 0.0).sum(-1) / (n - 1)
+    raise ValueError(f"diversity mode must be mean, min or partition, got {mode!r}")
+
+
+def knn_distance(queries: torch.Tensor, keys: torch.Tensor, k: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean distance from each query to its k nearest keys; 1.0 (fully novel) where there is no key to compare with.
+
+    ``allowed`` [queries, keys] restricts which keys each query may use (per-prompt archives).
+    """
+    if keys.shape[0] == 0:
+        return queries.new_ones(queries.shape[0])
+    sims = queries @ keys.T
+    if allowed is not None:
+        sims = sims.masked_fill(~allowed, float("-inf"))
+    top = sims.topk(min(k, keys.shape[0]), dim=-1).values
+    valid = torch.isfinite(top)
+    dist = (1.0 - top).clamp(0.0, 1.0).masked_fill(~valid, 0.0)
+    count = valid.sum(-1)
+    return torch.where(count > 0, dist.sum(-1) / count.clamp(min=1), torch.ones_like(dist[:, 0]))
+
+
+def prompt_key(prompt: str) -> int:
+    """A stable 63-bit key for a prompt (Python's hash() is salted per process, useless in saved state)."""
+    digest = hashlib.blake2b(prompt.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class Archive:
+    """A fixed-size ring buffer of past embeddings (and their prompt keys); memory never grows past ``size``."""
+
+    def __init__(self, size: int, dim: int, device: str = "cpu"):
+        self.emb = torch.zeros(size, dim, device=device)
+        self.keys = torch.zeros(size, dtype=torch.int64, device=device)
+        self.count = 0  # entries filled, <= size
+        self.pos = 0  # next slot to write
+
+    def __len__(self) -> int:
+        return self.count
+
+    def add(self, emb: torch.Tensor, keys: torch.Tensor) -> None:
+        size = self.emb.shape[0]
+        emb, keys = emb[-size:].to(self.emb.device), keys[-size:].to(self.emb.device)
+        idx = (self.pos + torch.arange(emb.shape[0], device=self.emb.device)) % size
+        self.emb[idx], self.keys[idx] = emb, keys
+        self.pos = (self.pos + emb.shape[0]) % size
+        self.count = min(size, self.count + emb.shape[0])
+
+    def novelty(self, emb: torch.Tensor, keys: torch.Tensor, k: int, per_prompt: bool) -> torch.Tensor:
+        stored, stored_keys = self.emb[: self.count], self.keys[: self.count]
+        allowed = keys.to(stored_keys.device)[:, None] == stored_keys[None, :] if per_prompt else None
+        return knn_distance(emb.to(stored.device), stored, k, allowed)
+
+    def state_dict(self) -> dict:
+        return {"emb": self.emb[: self.count].cpu().clone(), "keys": self.keys[: self.count].cpu().clone(),
+                "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        n = state["emb"].shape[0]
+        if n > self.emb.shape[0] or state["emb"].shape[1] != self.emb.shape[1]:
+            raise ValueError(f"archive state holds {tuple(state['emb'].shape)} entries, which does not fit an "
+                             f"archive of size {self.emb.shape[0]} and dim {self.emb.shape[1]}")
+        self.emb.zero_()
+        self.keys.zero_()
+        self.emb[:n], self.keys[:n] = state["emb"].to(self.emb.device), state["keys"].to(self.keys.device)
+        self.count, self.pos = n, int(state["pos"]) % self.emb.shape[0]

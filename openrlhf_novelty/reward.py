@@ -1,0 +1,273 @@
+"""The reward model: quality and novelty per sample, combined by one formula (``reward_formula``).
+
+Every host adapter (OpenRLHF reward file, server, experience-maker hook, TRL) is a thin shim over ``NoveltyReward``:
+``score`` a rollout batch (pure: no state changes), then ``update`` once per training step (RND learns what it
+has seen, the archive remembers it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from openrlhf_novelty.config import ConfigError, NoveltyConfig
+from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, prompt_key
+from openrlhf_novelty.rnd import RND
+from openrlhf_novelty.state import load_state, save_atomic
+from openrlhf_novelty.text import clean_text, extract
+
+logger = logging.getLogger(__name__)
+
+STATE_FORMAT = "openrlhf-novelty/1"
+
+
+def novelty_coef(cfg: NoveltyConfig, step: int) -> float:
+    """beta_t: the novelty coefficient after ``step`` training steps."""
+    h = cfg.reward_decay_steps
+    if cfg.reward_decay == "inverse":  # i-MENTOR's 40 / (40 + t) with h = 40
+        return cfg.reward_novelty_coef * h / (h + step)
+    if cfg.reward_decay == "linear":
+        return cfg.reward_novelty_coef * max(0.0, 1.0 - step / h)
+    return cfg.reward_novelty_coef
+
+
+def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty_terms: dict[str, torch.Tensor],
+                   mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The whole reward, per sample; every input and output is a [batch] tensor.
+
+        novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank (each term already clipped)
+        gate    = quality                        multiplicative: novelty pays in proportion to quality
+                | 1[quality >= threshold]        threshold
+                | 1                              none
+        reward  = w_q * quality  +  beta_t * gate * novelty
+
+    ``quality`` is in [0, 1]. ``mask`` marks samples whose quality is unknown (a failed judge with fallback
+    ``mask``): they get no quality credit and no novelty credit.
+    """
+    weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
+               "bank": cfg.bank_weight}
+    novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
+    if cfg.reward_gate == "multiplicative":
+        gate = quality.clone()
+    elif cfg.reward_gate == "threshold":
+        gate = (quality >= cfg.reward_gate_threshold).float()
+    else:
+        gate = torch.ones_like(quality)
+    if mask is not None:
+        quality, gate = quality.masked_fill(mask, 0.0), gate.masked_fill(mask, 0.0)
+    beta = novelty_coef(cfg, step)
+    reward = cfg.reward_quality_weight * quality + beta * gate * novelty
+    return {"reward": reward, "quality": quality, "novelty": novelty, "gate": gate}
+
+
+@dataclass
+class ScoredBatch:
+    """What ``NoveltyReward.score`` returns: per-sample rewards and components, plus what ``update`` needs."""
+
+    rewards: list[float]
+    components: dict[str, list[float]]
+    step: int
+    embeddings: torch.Tensor = field(repr=False)
+    prompt_keys: torch.Tensor = field(repr=False)
+    valid: torch.Tensor = field(repr=False)  # samples with text to learn from (empty ones are skipped)
+
+
+class NoveltyReward:
+    """Quality-gated novelty for GRPO groups. Thread-safe; build once per process and reuse."""
+
+    def __init__(self, config: NoveltyConfig | None = None, embedder=None, judge=None):
+        self.config = cfg = config or NoveltyConfig()
+        if embedder is None:
+            from openrlhf_novelty.embed import Embedder
+
+            embedder = Embedder(cfg.embed_model, cfg.embed_device, cfg.embed_batch_size, cfg.embed_max_chars)
+        self.embedder = embedder
+        if judge is None and cfg.judge_enabled:
+            from openrlhf_novelty.judge import Judge
+
+            judge = Judge(cfg)
+        self.judge = judge
+        self.bank_texts = _read_bank(cfg.bank_path) if cfg.bank_path and cfg.bank_weight > 0 else []
+        self.step = 0
+        self._rnd: RND | None = None
+        self._archive: Archive | None = None
+        self._bank_emb: torch.Tensor | None = None
+        self._lock = threading.RLock()
+        if not (cfg.extract_pattern or self.judge) and cfg.reward_gate != "none":
+            logger.warning("no format pattern and no judge configured: quality is 1 unless a task reward is "
+                           "given, so novelty is effectively ungated")
+
+    # -- lazily built parts (they need the embedding size, which needs the model)
+    def _ensure_built(self, dim: int) -> None:
+        if self._rnd is not None:
+            return
+        cfg = self.config
+        self._rnd = RND(dim, cfg.rnd_hidden, cfg.rnd_out, cfg.rnd_lr, cfg.rnd_update_proportion,
+                        cfg.rnd_updates_per_batch, cfg.rnd_warmup_samples, cfg.rnd_obs_clip, cfg.rnd_clip,
+                        cfg.rnd_seed, cfg.embed_device)
+        if cfg.archive_weight > 0:
+            self._archive = Archive(cfg.archive_size, dim, cfg.embed_device)
+        if self.bank_texts:
+            self._bank_emb = self.embedder.encode(self.bank_texts)
+
+    @property
+    def rnd(self) -> RND:
+        self._ensure_built(self.embedder.dim)
+        return self._rnd
+
+    @property
+    def archive(self) -> Archive | None:
+        self._ensure_built(self.embedder.dim)
+        return self._archive
+
+    def extract_texts(self, responses: list[str]) -> tuple[list[str], list[bool]]:
+        cfg = self.config
+        texts, matched = [], []
+        for r in responses:
+            t, ok = extract(clean_text(r, cfg.extract_strip_tokens), cfg.extract_pattern, cfg.extract_fallback)
+            texts.append(t)
+            matched.append(ok)
+        return texts, matched
+
+    def score(self, prompts: list[str], responses: list[str], group_size: int,
+              task_rewards: list[float] | None = None, soundness: list[float | None] | None = None) -> ScoredBatch:
+        """Score a rollout batch: ``group_size`` consecutive samples share a prompt (GRPO's n). State is unchanged.
+
+        ``task_rewards``: the host's own reward per sample (e.g. correctness); non-finite values count as 0.
+        ``soundness``: judge scores in [0, 1] already computed (None = unknown); when omitted and a judge is
+        configured, the judge is asked here.
+        """
+        n_total = len(responses)
+        if len(prompts) != n_total:
+            raise ValueError(f"got {len(prompts)} prompts for {n_total} responses")
+        if group_size < 1 or n_total % group_size:
+            raise ValueError(f"{n_total} samples do not split into groups of {group_size}")
+        for name, values in (("task_rewards", task_rewards), ("soundness", soundness)):
+            if values is not None and len(values) != n_total:
+                raise ValueError(f"got {len(values)} {name} for {n_total} responses")
+        cfg = self.config
+        texts, matched = self.extract_texts(responses)
+        if soundness is None and self.judge is not None:
+            soundness = self.judge.judge_many(prompts, texts)
+
+        with self._lock:
+            emb = self.embedder.encode(texts)
+            self._ensure_built(emb.shape[1])
+            valid = torch.tensor([bool(t) for t in texts], device=emb.device)
+            keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+
+            terms: dict[str, torch.Tensor] = {}
+            extra: dict[str, torch.Tensor] = {}
+            if cfg.rnd_weight > 0:
+                terms["rnd"], extra["rnd_raw"] = self._rnd.score(emb)
+            if cfg.diversity_weight > 0:
+                d = emb.shape[1]
+                terms["diversity"] = group_diversity(emb.view(-1, group_size, d), cfg.diversity_mode,
+                                                     cfg.diversity_threshold).reshape(-1)
+            if self._archive is not None:
+                terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
+            if self._bank_emb is not None:
+                terms["bank"] = knn_distance(emb, self._bank_emb.to(emb.device), 1)
+            # Empty text (nothing extracted, an empty response) earns no novelty: it is not an idea.
+            terms = {k: v.double().cpu() * valid.cpu() for k, v in terms.items()}
+
+            quality, parts, mask = self._quality(matched, task_rewards, soundness)
+            out = reward_formula(cfg, self.step, quality, terms, mask)
+            components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
+                          **{k: v.tolist() for k, v in terms.items()},
+                          **{k: v.cpu().tolist() for k, v in extra.items()}}
+            return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
+                               embeddings=emb, prompt_keys=keys, valid=valid)
+
+    def _quality(self, matched, task_rewards, soundness):
+        """Weighted mean of the quality parts configured for this batch; 1 when none is (novelty ungated)."""
+        cfg = self.config
+        n = len(matched)
+        parts: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        mask = None
+        if cfg.extract_pattern and cfg.reward_format_weight > 0:
+            parts["format"], weights["format"] = torch.tensor(matched, dtype=torch.float64), cfg.reward_format_weight
+        if soundness is not None and cfg.reward_soundness_weight > 0:
+            unknown = torch.tensor([s is None or not math.isfinite(s) for s in soundness])
+            values = torch.tensor([0.0 if u else min(1.0, max(0.0, float(s))) for s, u in zip(soundness, unknown)],
+                                  dtype=torch.float64)
+            parts["soundness"], weights["soundness"] = values, cfg.reward_soundness_weight
+            mask = unknown if unknown.any() else None
+        if task_rewards is not None and cfg.reward_task_weight > 0:
+            lo, hi = cfg.reward_task_clip
+            vals = [float(t) if t is not None and math.isfinite(float(t)) else 0.0 for t in task_rewards]
+            # Rescale the clipped task reward to [0, 1] so it mixes with the other parts and can gate.
+            span = hi - lo if hi > lo else 1.0
+            parts["task"] = torch.tensor([(min(hi, max(lo, v)) - lo) / span for v in vals], dtype=torch.float64)
+            weights["task"] = cfg.reward_task_weight
+        if not parts:
+            return torch.ones(n, dtype=torch.float64), parts, None
+        total = sum(weights.values())
+        quality = sum(weights[k] * parts[k] for k in parts) / total
+        return quality.double(), parts, mask
+
+    def update(self, scored: ScoredBatch) -> dict[str, float]:
+        """Learn from a scored batch: one RND training step and the archive remembers it. Call once per step."""
+        with self._lock:
+            emb = scored.embeddings[scored.valid.to(scored.embeddings.device)]
+            keys = scored.prompt_keys[scored.valid.cpu()]
+            stats = {"rnd_loss": self.rnd.update(emb) if emb.shape[0] else 0.0}
+            if self._archive is not None and emb.shape[0]:
+                self._archive.add(emb, keys)
+                stats["archive_size"] = float(len(self._archive))
+            self.step += 1
+            return stats
+
+    # -- state
+    def state_dict(self) -> dict:
+        with self._lock:
+            cfg = self.config
+            return {
+                "format": STATE_FORMAT,
+                "step": self.step,
+                "dim": self.rnd.dim,
+                "shape": {"rnd_hidden": cfg.rnd_hidden, "rnd_out": cfg.rnd_out, "archive_size": cfg.archive_size},
+                "rnd": self.rnd.state_dict(),
+                "archive": self._archive.state_dict() if self._archive is not None else None,
+            }
+
+    def load_state_dict(self, state: dict) -> None:
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError(f"not an {STATE_FORMAT} state (format {state.get('format') if isinstance(state, dict) else None!r})")
+        cfg = self.config
+        with self._lock:
+            mismatched = [f"{k.replace('_', '.', 1)} is {getattr(cfg, k)} here but {v} in the state"
+                          for k, v in state["shape"].items() if k != "archive_size" and getattr(cfg, k) != v]
+            if mismatched:
+                raise ValueError("state does not fit this config: " + "; ".join(mismatched))
+            self._ensure_built(int(state["dim"]))
+            if self._rnd.dim != int(state["dim"]):
+                raise ValueError(f"state was saved with {state['dim']}-dim embeddings, this embedder has {self._rnd.dim}")
+            self._rnd.load_state_dict(state["rnd"])
+            if self._archive is not None and state["archive"] is not None:
+                self._archive.load_state_dict(state["archive"])
+            self.step = int(state["step"])
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_atomic(self.state_dict(), path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        self.load_state_dict(load_state(path))
+
+
+def _read_bank(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+    except OSError as e:
+        raise ConfigError(f"config bank.path: cannot read {path} ({e.strerror})") from None
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise ConfigError(f"config bank.path: {path} has no entries (one known answer per line)")
+    return lines
