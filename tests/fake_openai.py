@@ -1,0 +1,94 @@
+"""A real HTTP server on 127.0.0.1 speaking OpenAI chat completions, with behaviours scripted by markers.
+
+The judge's rubric embeds the response, so a response containing ``[[prose]]`` gets a prose reply, and so on:
+json (default), score-N, prose, garbage, 500, 400, 429-then-ok, slow. ``latency`` delays every reply.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeOpenAI:
+    def __init__(self, latency: float = 0.0, slow_seconds: float = 3.0):
+        self.latency, self.slow_seconds = latency, slow_seconds
+        self.counts: Counter[str] = Counter()
+        self.seen: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                content = body["messages"][-1]["content"]
+                m = re.search(r"\[\[([\w-]+)\]\]", content)
+                marker = m.group(1) if m else "json"
+                with server.lock:
+                    server.counts[marker] += 1
+                    server.seen[content] += 1
+                    first = server.seen[content] == 1
+                if server.latency:
+                    time.sleep(server.latency)
+                if marker == "500":
+                    return self.reply(500, {"error": {"message": "boom"}})
+                if marker == "400":
+                    return self.reply(400, {"error": {"message": "bad request"}})
+                if marker == "429-then-ok" and first:
+                    return self.reply(429, {"error": {"message": "slow down"}})
+                if marker == "slow":
+                    time.sleep(server.slow_seconds)
+                text = {"prose": "I would rate this 8/10 because it is specific.", "garbage": "banana"}.get(
+                    marker, json.dumps({"score": int(marker[6:]) if marker.startswith("score-") else 7,
+                                        "reason": "fine"}))
+                self.reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+            def reply(self, status, payload):
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                    pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 256
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens (connection refused)."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"http://127.0.0.1:{port}/v1"

