@@ -145,6 +145,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_path(args: argparse.Namespace) -> int:
+    from openrlhf_novelty import reward_file
+
+    print(os.path.abspath(reward_file.__file__))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrlhf-novelty", description="Quality-gated novelty rewards for GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("path", help="print the path of the reward file for --reward.remote_url")
+    p.set_defaults(func=cmd_path)
 
     p = sub.add_parser("config", help="print the default config as YAML, the reference table, or check a file")
     p.add_argument("--check", metavar="FILE", help="validate a config file and exit")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # Sections, in the order the reference lists them. A field belongs to the section its name starts with.
-SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "judge")
+SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "judge", "stream", "hook")
 
 # Chat-template / EOS residue that decoding with special tokens kept leaves at the end of a response.
 DEFAULT_STRIP_TOKENS = [
@@ -104,6 +104,8 @@ class NoveltyConfig:
     reward_decay: Literal["none", "inverse", "linear"] = _f(
         "none", "novelty coefficient schedule over steps t: none, inverse = h/(h+t), linear = max(0, 1-t/h)")
     reward_decay_steps: int = _f(100, "h in the decay schedule", 1, None)
+    reward_task_func: str = _f("", "Python file defining reward_func(queries, prompts, labels) with OpenRLHF's "
+                               "signature (e.g. your math checker); its rewards become the task part of quality")
 
     # --- judge: the RLAIF soundness judge (off unless base_url or local_path is set)
     judge_base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; comma-separated "
@@ -127,6 +129,19 @@ class NoveltyConfig:
     judge_breaker_failures: int = _f(8, "consecutive failures that open the circuit breaker", 1, None)
     judge_breaker_cooldown: float = _f(30.0, "seconds an open breaker skips the endpoint", 0, None)
     judge_cache_size: int = _f(10000, "identical (prompt, response) judgments remembered (LRU)", 0, None)
+
+    # --- stream: per-sample novelty in the reward file / server when the experience-maker hook is not used
+    stream_update_every: int = _f(0, "0 = the reward file and server return quality only (the hook adds novelty); "
+                                  "K > 0 = they add novelty per sample and update RND every K samples "
+                                  "(set K = rollout batch size x n)", 0, None)
+    stream_group_size: int = _f(8, "siblings remembered per prompt for the diversity term (GRPO's n)", 2, 4096)
+    stream_max_prompts: int = _f(10000, "prompts whose recent samples are remembered (least recently used dropped)",
+                                 1, None)
+
+    # --- hook: the experience-maker hook (python -m openrlhf_novelty.train_ppo_ray)
+    hook_bonus_to: Literal["reward", "advantage"] = _f(
+        "reward", "add the gated novelty bonus to the reward before group normalization, or to the advantages "
+        "after it (i-MENTOR style: the bonus keeps its scale instead of being normalized)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -156,6 +171,8 @@ class NoveltyConfig:
                 raise ConfigError(f"config extract.pattern: not a valid regex ({e})") from None
         if self.judge_base_url and not self.judge_model:
             raise ConfigError("config judge.model: required when judge.base_url is set")
+        if self.reward_task_func and not os.path.isfile(self.reward_task_func):
+            raise ConfigError(f"config reward.task_func: {self.reward_task_func} is not a file")
         if self.judge_base_url and self.judge_local_path:
             raise ConfigError("config judge: set judge.base_url or judge.local_path, not both")
 

@@ -135,25 +135,29 @@ class NoveltyReward:
         return texts, matched
 
     def score(self, prompts: list[str], responses: list[str], group_size: int,
-              task_rewards: list[float] | None = None, soundness: list[float | None] | None = None) -> ScoredBatch:
+              task_rewards: list[float] | None = None, soundness: list[float | None] | None = None,
+              quality: list[float | None] | None = None) -> ScoredBatch:
         """Score a rollout batch: ``group_size`` consecutive samples share a prompt (GRPO's n). State is unchanged.
 
         ``task_rewards``: the host's own reward per sample (e.g. correctness); non-finite values count as 0.
         ``soundness``: judge scores in [0, 1] already computed (None = unknown); when omitted and a judge is
         configured, the judge is asked here.
+        ``quality``: the whole quality term already computed elsewhere (the OpenRLHF reward file computes it per
+        sample, the experience-maker hook adds novelty); replaces format / soundness / task, no judge is asked.
+        None or non-finite = unknown (masked).
         """
         n_total = len(responses)
         if len(prompts) != n_total:
             raise ValueError(f"got {len(prompts)} prompts for {n_total} responses")
         if group_size < 1 or n_total % group_size:
             raise ValueError(f"{n_total} samples do not split into groups of {group_size}")
-        for name, values in (("task_rewards", task_rewards), ("soundness", soundness)):
+        for name, values in (("task_rewards", task_rewards), ("soundness", soundness), ("quality", quality)):
             if values is not None and len(values) != n_total:
                 raise ValueError(f"got {len(values)} {name} for {n_total} responses")
         cfg = self.config
         texts, matched = self.extract_texts(responses)
         judge_failed = None
-        if soundness is None and self.judge is not None:
+        if soundness is None and quality is None and self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
 
         with self._lock:
@@ -177,8 +181,14 @@ class NoveltyReward:
             # Empty text (nothing extracted, an empty response) earns no novelty: it is not an idea.
             terms = {k: v.double().cpu() * valid.cpu() for k, v in terms.items()}
 
-            quality, parts, mask = self._quality(matched, task_rewards, soundness)
-            out = reward_formula(cfg, self.step, quality, terms, mask)
+            if quality is not None:
+                unknown = [q is None or not math.isfinite(q) for q in quality]
+                q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
+                                 dtype=torch.float64)
+                parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
+            else:
+                q, parts, mask = self._quality(matched, task_rewards, soundness)
+            out = reward_formula(cfg, self.step, q, terms, mask)
             components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
                           **{k: v.tolist() for k, v in terms.items()},
                           **{k: v.cpu().tolist() for k, v in extra.items()}}
@@ -186,6 +196,23 @@ class NoveltyReward:
                 components["judge_failed"] = [float(f) for f in judge_failed]
             return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
                                embeddings=emb, prompt_keys=keys, valid=valid)
+
+    def quality(self, prompts: list[str], responses: list[str], task_rewards: list[float] | None = None,
+                ) -> tuple[list[float | None], dict[str, list[float]]]:
+        """The quality side alone (format, judge, task), per sample; None = unknown (masked).
+
+        This is what OpenRLHF's per-sample reward call computes; the novelty side needs the whole group.
+        """
+        texts, matched = self.extract_texts(responses)
+        soundness = judge_failed = None
+        if self.judge is not None:
+            soundness, judge_failed = self._ask_judge(prompts, texts)
+        q, parts, mask = self._quality(matched, task_rewards, soundness)
+        values = [None if mask is not None and mask[i] else v for i, v in enumerate(q.tolist())]
+        out = {k: v.tolist() for k, v in parts.items()}
+        if judge_failed is not None:
+            out["judge_failed"] = [float(f) for f in judge_failed]
+        return values, out
 
     def _ask_judge(self, prompts: list[str], texts: list[str]) -> tuple[list[float | None], list[bool]]:
         """Judge the extracted texts; an empty one scores 0 without a call (there is nothing to judge)."""

@@ -106,6 +106,12 @@ class RND:
         self.obs_rms.update(x)
         with torch.no_grad():
             self.err_rms.update(self._errors(x))
+        with torch.enable_grad():  # hosts call us under no_grad (OpenRLHF's make_experience_batch is decorated)
+            loss_sum = self._train(x)
+        self.updates += 1
+        return loss_sum / max(self.updates_per_batch, 1)
+
+    def _train(self, x: torch.Tensor) -> float:
         loss_sum = 0.0
         for _ in range(self.updates_per_batch):
             # CleanRL's update_proportion: each step sees a random fraction, so the predictor keeps up with the
@@ -118,8 +124,7 @@ class RND:
             loss.backward()
             self.optimizer.step()
             loss_sum += loss.item()
-        self.updates += 1
-        return loss_sum / max(self.updates_per_batch, 1)
+        return loss_sum
 
     def state_dict(self) -> dict:
         return {

@@ -144,3 +144,11 @@ def test_bad_batch_shapes_raise_value_errors(embedder):
         m.score(["p"] * 5, SEEN[:5], 4)
     with pytest.raises(ValueError, match="got 3 prompts for 4 responses"):
         m.score(["p"] * 3, SEEN[:4], 4)
+
+
+def test_precomputed_quality_replaces_format_and_judge(embedder):
+    # The experience-maker hook passes the quality the reward file computed; format is not re-checked.
+    m = model(embedder, extract={"pattern": r"HYP:\s*(.+)"}, rnd={"weight": 0}, archive={"weight": 0})
+    s = m.score(["p"] * 4, ["HYP: a b", "no tag", "HYP: c d", "HYP: e f"], 4, quality=[1.0, 0.5, None, 2.0])
+    assert s.components["quality"] == [1.0, 0.5, 0.0, 1.0]  # None -> masked, 2 -> clipped to 1
+    assert "format" not in s.components and s.rewards[2] == 0.0 and s.components["gate"][2] == 0.0

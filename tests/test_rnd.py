@@ -56,3 +56,11 @@ def test_same_seed_same_target_and_state_round_trip_is_exact():
     a.update(data(6))  # the update masks continue from the same RNG state
     c.update(data(6))
     assert torch.equal(a.score(data(5))[1], c.score(data(5))[1])
+
+
+def test_update_learns_even_when_the_host_runs_under_no_grad():
+    rnd = RND(16, hidden=32, out=8, warmup_samples=0)
+    before = rnd.predictor[0].weight.clone()
+    with torch.no_grad():  # OpenRLHF's make_experience_batch is decorated with @torch.no_grad()
+        rnd.update(data(0))
+    assert not torch.equal(before, rnd.predictor[0].weight)

@@ -1,0 +1,50 @@
+"""The file to pass to OpenRLHF: ``--reward.remote_url $(openrlhf-novelty path)``.
+
+OpenRLHF executes this file in every vLLM engine (spec_from_file_location, not a package import, so only absolute
+imports) and calls ``reward_func([query], [prompt], [label])`` once per generated sample from a thread pool.
+The settings come from the YAML / JSON file named by ``OPENRLHF_NOVELTY_CONFIG`` (defaults when unset). Nothing is
+loaded at import time; the model is built on the first call. ``reward_func`` never raises.
+"""
+
+import logging
+import os
+import threading
+
+from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.remote import RemoteReward
+
+CONFIG_ENV = "OPENRLHF_NOVELTY_CONFIG"
+_remote = None
+_lock = threading.Lock()
+_logger = logging.getLogger("openrlhf_novelty.reward_file")
+
+
+def _get_remote():
+    global _remote
+    if _remote is None:
+        with _lock:
+            if _remote is None:
+                path = os.environ.get(CONFIG_ENV)
+                config = NoveltyConfig.from_file(path) if path else NoveltyConfig()
+                remote = RemoteReward(config)
+                if remote.model.judge is not None:
+                    try:
+                        remote.model.judge.health_check()
+                    except Exception as e:  # say it loudly, once; the judge's fallback keeps rewards flowing
+                        _logger.error("novelty judge health check failed: %s", e)
+                _remote = remote
+    return _remote
+
+
+def reward_func(queries, prompts, labels, **kwargs):
+    """One dict of floats per call (OpenRLHF passes one sample): rewards, scores (= quality), extra_logs."""
+    n = len(queries)
+    try:
+        result = _get_remote()(queries, prompts, labels)
+    except Exception as e:  # a bad config file: every sample reports the error instead of crashing the step
+        _logger.error("novelty reward_func cannot start: %s", e)
+        result = {"rewards": [0.0] * n, "scores": [0.0] * n, "extra_logs": {"novelty/error": [1.0] * n}}
+    if n == 1:  # OpenRLHF turns each value into torch.tensor([value]): plain floats give shape [1]
+        return {"rewards": result["rewards"][0], "scores": result["scores"][0],
+                "extra_logs": {k: v[0] for k, v in result["extra_logs"].items()}}
+    return result

@@ -1,0 +1,232 @@
+"""The plugin against the real OpenRLHF 0.11.2 code, on CPU (only vllm / flash_attn get stand-ins)."""
+
+import asyncio
+import inspect
+import threading
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tests.openrlhf_env import install_stand_ins
+
+install_stand_ins()
+
+from openrlhf.trainer import ppo_trainer  # noqa: E402
+from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
+from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator  # noqa: E402
+from openrlhf.utils.agent import SingleTurnAgentExecutor  # noqa: E402
+
+from openrlhf_novelty.config import NoveltyConfig  # noqa: E402
+from openrlhf_novelty.hook import NoveltyHook, novelty_experience_maker, novelty_trainer  # noqa: E402
+from openrlhf_novelty.reward import NoveltyReward  # noqa: E402
+from openrlhf_novelty.reward_file import __file__ as REWARD_FILE  # noqa: E402
+from tests.fake_openai import FakeOpenAI, refused_url  # noqa: E402
+
+N = 4
+PROMPTS = [f"Tweet pair {i}: propose one hypothesis about retweets.\n" for i in range(4)]
+ANSWERS = [  # 4 prompts x 4 samples; group 0 has a duplicate, group 3 a sample without the HYP: line
+    ["HYP: Tweets with numbers get more retweets.", "HYP: Tweets with numbers get more retweets.",
+     "HYP: Questions invite replies and retweets.", "HYP: Morning tweets spread further."],
+    ["HYP: Threads outperform single tweets.", "HYP: Tweets tagging celebrities are shared more.",
+     "HYP: Short tweets are retweeted more.", "HYP: Humor drives retweets."],
+    ["HYP: Breaking news spreads fastest.", "HYP: Tweets with images get more retweets.",
+     "HYP: Deadlines create urgency and retweets.", "HYP: Personal failure stories are shared more."],
+    ["HYP: Statistics make tweets credible.", "HYP: Hashtags widen reach.", "I like both tweets.",
+     "HYP: Controversial opinions are retweeted more."],
+]
+
+
+class CharTokenizer:
+    """One token per character: enough for OpenRLHF's executor and experience code, and exactly reversible."""
+
+    pad_token_id = eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False, return_tensors="pt"):
+        return {"input_ids": torch.tensor([[ord(c) for c in text]])}
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(chr(i) for i in ids if i)
+
+
+class FakeEngine:
+    """Stands in for vLLM: answers each prompt with its scripted responses, in order."""
+
+    def __init__(self):
+        self.queue = {p: list(a) for p, a in zip(PROMPTS, ANSWERS)}
+
+    async def generate(self, prompt_token_ids, params, multi_modal_data=None):
+        text = self.queue["".join(map(chr, prompt_token_ids))].pop(0)
+        out = SimpleNamespace(token_ids=[ord(c) for c in text], text=text, finish_reason="stop", logprobs=None)
+        return SimpleNamespace(outputs=[out])
+
+
+def run_rollout(executor) -> list[dict]:
+    """OpenRLHF's own SingleTurnAgentExecutor generates and rewards 16 samples concurrently."""
+    engine, params = FakeEngine(), SimpleNamespace(max_tokens=128, logprobs=None)
+
+    async def go():
+        jobs = [executor.execute(p, "A", params, 1024, CharTokenizer(), engine) for p in PROMPTS for _ in range(N)]
+        return await asyncio.gather(*jobs)
+
+    return asyncio.run(go())
+
+
+def write_config(tmp_path, **judge):
+    lines = ["extract:", "  pattern: 'HYP:\\s*(.+)'", "rnd:", "  warmup_samples: 0"]
+    if judge:
+        lines += ["judge:"] + [f"  {k}: {v}" for k, v in judge.items()]
+    path = tmp_path / "novelty.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def judge_server():
+    with FakeOpenAI() as server:
+        yield server
+
+
+def test_reward_file_runs_inside_openrlhfs_executor_from_many_threads(tmp_path, monkeypatch, judge_server):
+    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG", str(write_config(tmp_path, base_url=judge_server.url,
+                                                                   model="judge", retries=0)))
+    executor = SingleTurnAgentExecutor(REWARD_FILE)  # loads the file the way OpenRLHF does
+    threads, inner = set(), executor.reward_func
+
+    def spy(*args):
+        threads.add(threading.get_ident())
+        return inner(*args)
+
+    executor.reward_func = spy
+    outputs = run_rollout(executor)
+    assert len(threads) > 1  # OpenRLHF called us from several threads at once
+    keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed", "novelty/masked",
+            "novelty/error"}
+    for out in outputs:
+        assert isinstance(out["reward"], float) and isinstance(out["scores"], float)
+        assert set(out["extra_logs"]) == keys  # the same keys on every sample
+    by_response = {o["observation_tokens"] and "".join(map(chr, o["observation_tokens"])).split("\n", 1)[1]: o
+                   for o in outputs}
+    ok = by_response["HYP: Humor drives retweets."]
+    assert ok["extra_logs"]["novelty/soundness"] == pytest.approx(0.7)  # the fake judge's default score
+    assert ok["reward"] == pytest.approx(0.85) and ok["scores"] == pytest.approx(0.85)  # (format 1 + 0.7) / 2
+    off = by_response["I like both tweets."]
+    assert off["extra_logs"]["novelty/format"] == 0.0 and off["reward"] == pytest.approx(0.35)
+
+
+def test_a_judge_outage_still_returns_rewards(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG", str(write_config(tmp_path, base_url=refused_url(), model="judge",
+                                                                   retries=0)))
+    outputs = run_rollout(SingleTurnAgentExecutor(REWARD_FILE))
+    assert all(o["extra_logs"]["novelty/judge_failed"] == 1.0 for o in outputs)
+    assert all(o["reward"] in (0.75, 0.25) for o in outputs)  # (format + neutral 0.5) / 2
+
+
+def make_maker(tmp_path, monkeypatch, embedder, **settings):
+    """OpenRLHF's RemoteExperienceMaker with our hook; the model forwards (Ray actor groups) are faked."""
+    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG", str(write_config(tmp_path)))
+    outputs = run_rollout(SingleTurnAgentExecutor(REWARD_FILE))
+    # OpenRLHF's own code turns each executor output into an Experience.
+    samples = [SamplesGenerator._process_response_into_experience(None, o, max_len=1024) for o in outputs]
+    args = SimpleNamespace(
+        train=SimpleNamespace(dynamic_batch_enable=False),
+        rollout=SimpleNamespace(micro_batch_size=3, n_samples_per_prompt=N),
+        data=SimpleNamespace(max_len=1024),
+        reward=SimpleNamespace(clip_range=None, overlong_buffer_len=None, stop_properly_penalty_coef=None),
+        algo=SimpleNamespace(advantage=SimpleNamespace(estimator="group_norm", gamma=1.0, lambd=1.0,
+                                                       no_std_norm=False)),
+    )
+    cls = novelty_experience_maker(RemoteExperienceMaker)
+    maker = cls.__new__(cls)
+    maker.strategy, maker.args, maker.tokenizer = SimpleNamespace(args=args), args, CharTokenizer()
+    maker.advantage_estimator, maker.kl_ctl = "group_norm", SimpleNamespace(value=0.0)
+
+    def fake_forwards(samples_list):  # what the actor / reference groups would add; KL is zero here
+        for s in samples_list:
+            s.kl = torch.zeros_like(s.action_mask, dtype=torch.float32)
+        return samples_list
+
+    maker.make_experience = fake_forwards
+    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0},
+                                   **settings})
+    maker.novelty = NoveltyHook(cfg, CharTokenizer(), N, model=NoveltyReward(cfg.replace(), embedder=embedder))
+    return maker, samples
+
+
+def group_norm(r: torch.Tensor) -> torch.Tensor:
+    g = r.reshape(-1, N)
+    return ((g - g.mean(-1, keepdim=True)) / (g.std(-1, keepdim=True) + 1e-9)).reshape(-1)
+
+
+def test_hook_on_the_real_experience_maker(tmp_path, monkeypatch, embedder):
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder)
+    quality = torch.tensor([float(s.rewards[0]) for s in samples])
+    experiences = maker.make_experience_batch(samples)
+    assert maker.novelty.model.step == 1 and maker.novelty.model.rnd.updates == 1  # exactly one RND update
+    adv, reward, bonus = torch.zeros(16), torch.zeros(16), torch.zeros(16)
+    for exp in experiences:
+        for j, i in enumerate(exp.index):
+            adv[i] = exp.advantages[j][exp.action_mask[j].bool()][0]
+            reward[i], bonus[i] = exp.rewards[j], exp.info["novelty/bonus"][j]
+    # The reward is quality plus the gated bonus, and the advantages are exactly its group normalization.
+    torch.testing.assert_close(reward, quality + bonus)
+    torch.testing.assert_close(adv, group_norm(quality + bonus))
+    # Group 0: two identical answers get the same reward; the distinct ones differ from them.
+    assert reward[0] == reward[1] and len({round(float(x), 6) for x in reward[:4]}) == 3
+    # Group 3: the sample without a hypothesis has quality 0, so no bonus and the lowest advantage.
+    assert bonus[14] == 0.0 and adv[14] == adv[12:16].min()
+    assert {"novelty/rnd", "novelty/diversity", "novelty/archive", "novelty/gate"} <= set(experiences[0].info)
+    maker.make_experience_batch([s for s in run_samples_again(maker)])
+    assert maker.novelty.model.step == 2  # once per call
+
+
+def run_samples_again(maker):
+    outputs = run_rollout(SingleTurnAgentExecutor(REWARD_FILE))
+    return [SamplesGenerator._process_response_into_experience(None, o, max_len=1024) for o in outputs]
+
+
+def test_hook_can_add_the_bonus_after_group_normalization(tmp_path, monkeypatch, embedder):
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, hook={"bonus_to": "advantage"})
+    quality = torch.tensor([float(s.rewards[0]) for s in samples])
+    experiences = maker.make_experience_batch(samples)
+    adv, bonus = torch.zeros(16), torch.zeros(16)
+    for exp in experiences:
+        for j, i in enumerate(exp.index):
+            adv[i], bonus[i] = exp.advantages[j][exp.action_mask[j].bool()][0], exp.info["novelty/bonus"][j]
+    torch.testing.assert_close(adv, group_norm(quality) + bonus)  # rewards untouched, bonus on top, unnormalized
+
+
+def test_evaluation_never_reaches_the_experience_maker():
+    # Eval rollouts go generate_eval_samples -> compute_eval_metrics; the hook lives in make_experience_batch.
+    source = inspect.getsource(ppo_trainer.PPOTrainer.__ray_actor_class__.evaluate)
+    assert "experience_maker" not in source and "generate_eval_samples" in source
+
+
+def test_novelty_state_round_trips_through_openrlhf_checkpoints(tmp_path, monkeypatch, embedder):
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder)
+    maker.make_experience_batch(samples)
+    monkeypatch.setattr(ppo_trainer.ray, "get", lambda refs: refs)
+    cls = novelty_trainer(ppo_trainer.PPOTrainer.__ray_actor_class__, {"rnd": {"warmup_samples": 0}})
+    args = SimpleNamespace(ckpt=SimpleNamespace(path=str(tmp_path / "ckpt"), save_steps=2, load_enable=True),
+                           logger=SimpleNamespace(logging_steps=1), rollout=SimpleNamespace(n_samples_per_prompt=N))
+    trainer = cls.__new__(cls)
+    trainer.args, trainer.experience_maker = args, maker
+    trainer.wandb_logger = trainer.tensorboard_logger = trainer.critic_model_group = None
+    trainer.best_eval_metric_key, trainer.best_eval_metric_value, trainer._latest_eval_metric_value = "", 0.0, None
+    trainer.actor_model_group = SimpleNamespace(async_run_method=lambda **kw: [])
+    trainer.save_logs_and_checkpoints(1, {}, {})
+    assert not (tmp_path / "ckpt" / "novelty_state.pt").exists()  # not a save step
+    trainer.save_logs_and_checkpoints(2, {}, {})
+    assert (tmp_path / "ckpt" / "novelty_state.pt").exists()
+    # A resumed run: install_novelty builds a fresh hook and restores the state saved with the checkpoint.
+    resumed = cls.__new__(cls)
+    resumed.args, resumed.tokenizer, resumed.kl_ctl = args, CharTokenizer(), maker.kl_ctl
+    resumed.strategy = maker.strategy
+    resumed.actor_model_group = resumed.critic_model_group = resumed.reward_model_group = None
+    resumed.reference_model_group = None
+    resumed.experience_maker = RemoteExperienceMaker.__new__(RemoteExperienceMaker)
+    monkeypatch.setattr(RemoteExperienceMaker, "__init__", lambda self, *a: setattr(self, "strategy", a[5]))
+    resumed.install_novelty()
+    got = resumed.experience_maker.novelty.model
+    assert got.step == 1
+    assert torch.equal(got.rnd.predictor[0].weight, maker.novelty.model.rnd.predictor[0].weight)
