@@ -152,6 +152,22 @@ def cmd_path(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.judge import JudgeUnavailable
+    from openrlhf_novelty.remote import RemoteReward
+    from openrlhf_novelty.server import run
+
+    cfg = load_config(args)
+    token = os.environ.get(args.token_env) or None
+    try:
+        run(RemoteReward(cfg), args.host, args.port, token, args.state, args.save_every, int(args.max_body_mb * 2**20))
+    except JudgeUnavailable as e:
+        raise InputError(str(e)) from None
+    except OSError as e:
+        raise InputError(f"cannot listen on {args.host}:{args.port} ({e.strerror})") from None
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrlhf-novelty", description="Quality-gated novelty rewards for GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -170,6 +186,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("serve", help="serve OpenRLHF's remote reward protocol over HTTP (one shared state)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 for other hosts)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--token-env", default="OPENRLHF_NOVELTY_TOKEN",
+                   help="environment variable holding the bearer token; unset = no auth")
+    p.add_argument("--state", help="state file: restored at start, saved on a schedule and at shutdown")
+    p.add_argument("--save-every", type=float, default=300.0, help="seconds between state saves")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body accepted")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("path", help="print the path of the reward file for --reward.remote_url")
     p.set_defaults(func=cmd_path)

@@ -1,0 +1,121 @@
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.remote import RemoteReward
+from openrlhf_novelty.reward import NoveltyReward
+from openrlhf_novelty.server import RewardServer
+from tests.test_openrlhf import ANSWERS, PROMPTS, SingleTurnAgentExecutor, run_rollout
+
+TOKEN = "s3cret-token"
+
+
+def make_remote(embedder) -> RemoteReward:
+    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0},
+                                   "stream": {"update_every": 8, "group_size": 4}})
+    return RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+
+
+class Running:
+    def __init__(self, remote, tmp_path, **kw):
+        self.srv = RewardServer(remote, port=0, token=TOKEN, state_path=str(tmp_path / "state.pt"), **kw)
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server(embedder, tmp_path):
+    r = Running(make_remote(embedder), tmp_path, max_body=64 << 10)
+    yield r.srv
+    r.stop()
+
+
+def post(url, body, headers=None):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def request(n=4, prompt="P\n"):
+    return {"query": [prompt + a for a in ANSWERS[1][:n]], "prompts": [prompt] * n, "labels": ["A"] * n}
+
+
+def test_contract(server):
+    status, out = post(f"{server.url}/reward?token={TOKEN}", request())
+    assert status == 200 and len(out["rewards"]) == len(out["scores"]) == 4
+    assert all(isinstance(r, float) for r in out["rewards"])
+    assert {"novelty/quality", "novelty/rnd", "novelty/diversity", "novelty/novelty"} <= set(out["extra_logs"])
+    assert all(len(v) == 4 for v in out["extra_logs"].values())
+    assert out["extra_logs"]["novelty/diversity"][0] == 0.0  # the prompt's first sample has no sibling yet
+    assert min(out["extra_logs"]["novelty/diversity"][1:]) > 0.2  # later ones are compared with it
+    assert post(f"{server.url}/reward?token={TOKEN}", {"query": [], "prompts": [], "labels": []}) == (
+        200, {"rewards": [], "scores": [], "extra_logs": {}})
+
+
+def test_openrlhfs_own_http_client(server):
+    outputs = run_rollout(SingleTurnAgentExecutor([f"{server.url}/reward?token={TOKEN}"]))
+    assert len(outputs) == len(PROMPTS) * 4
+    assert all(isinstance(o["reward"], list) and isinstance(o["reward"][0], float) for o in outputs)
+    assert server.remote.model.step == 2  # 16 samples, RND updated every 8
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (b"{not json", 400, "body is not valid JSON"),
+        (b"[1, 2]", 400, "body must be a JSON object"),
+        (json.dumps({"query": ["a"]}).encode(), 400, "'prompts' must be a list of strings"),
+        (json.dumps({"query": ["a", "b"], "prompts": ["p"]}).encode(), 400, "differ in length (2, 1, 2)"),
+        (json.dumps({"query": ["x" * 70000], "prompts": ["p"]}).encode(), 413, "exceeds the limit of 65536"),
+    ],
+)
+def test_malformed_requests_get_a_4xx_with_a_json_error(server, body, status, message):
+    got, out = post(f"{server.url}/reward?token={TOKEN}", body)
+    assert got == status and message in out["error"]
+
+
+def test_token(server):
+    assert post(f"{server.url}/reward", request())[0] == 401
+    assert post(f"{server.url}/reward?token=wrong", request())[0] == 401
+    assert post(f"{server.url}/reward", request(), {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    with urllib.request.urlopen(f"{server.url}/health?token={TOKEN}", timeout=10) as r:
+        assert json.loads(r.read())["status"] == "ok"
+
+
+def test_64_concurrent_clients(server):
+    def one(i):
+        return post(f"{server.url}/reward?token={TOKEN}", request(1, prompt=f"prompt {i % 16}\n"))
+
+    with ThreadPoolExecutor(64) as pool:
+        results = list(pool.map(one, range(128)))
+    assert all(status == 200 and len(out["rewards"]) == 1 for status, out in results)
+    assert server.remote.calls == 128 and server.remote.errors == 0 and server.remote.model.step == 16
+
+
+def test_state_survives_a_restart(embedder, tmp_path):
+    first = Running(make_remote(embedder), tmp_path)
+    for i in range(3):  # 12 samples: one RND update at 8, 4 pending
+        post(f"{first.srv.url}/r?token={TOKEN}", request(4, prompt=f"p{i}\n"))
+    first.stop()  # saves at shutdown
+    before = first.srv.remote.state_dict()
+    second = Running(make_remote(embedder), tmp_path)
+    after = second.srv.remote.state_dict()
+    second.stop()
+    assert after["model"]["step"] == before["model"]["step"] == 1
+    assert torch.equal(after["pending"], before["pending"]) and after["pending"].shape[0] == 4
+    assert torch.equal(after["model"]["rnd"]["predictor"]["0.weight"], before["model"]["rnd"]["predictor"]["0.weight"])
+    assert after["sibling_keys"].tolist() == before["sibling_keys"].tolist()
