@@ -168,6 +168,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_hypobench(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.hypobench import PROMPT, read_records, to_prompts
+
+    try:
+        template = open(args.template, encoding="utf-8").read() if args.template else PROMPT
+        rows = to_prompts(read_records(args.input), template)
+    except OSError as e:
+        raise InputError(f"{e.filename}: cannot read ({e.strerror})") from None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    with open(args.output, "w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    print(f"wrote {len(rows)} prompts to {args.output} (use --data.input_key prompt --data.label_key label)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrlhf-novelty", description="Quality-gated novelty rewards for GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body accepted")
     add_config_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("convert-hypobench", help="HypoBench tweet-pair task file -> OpenRLHF prompt JSONL")
+    p.add_argument("input", help="JSON (columnar or records) or JSONL with first_tweet, second_tweet, label")
+    p.add_argument("--output", required=True, help="prompt JSONL: {prompt, label} per line")
+    p.add_argument("--template", help="prompt template file with {first_tweet} and {second_tweet}")
+    p.set_defaults(func=cmd_convert_hypobench)
 
     p = sub.add_parser("path", help="print the path of the reward file for --reward.remote_url")
     p.set_defaults(func=cmd_path)

@@ -26,6 +26,11 @@ DEFAULT_STRIP_TOKENS = [
 ]
 
 
+# Settings that name files; in a config file they are resolved against the file's folder.
+PATH_FIELDS = ("bank_path", "reward_task_func", "judge_rubric", "judge_local_path")
+_NOT_PATHS = ("soundness", "hypothesis", "smollm2")  # built-in names those settings also accept
+
+
 class ConfigError(ValueError):
     """A setting is unknown, of the wrong type or out of range; the message names it."""
 
@@ -188,7 +193,14 @@ class NoveltyConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> NoveltyConfig:
-        return cls.from_dict(read_config_file(path))
+        """Relative paths inside the file are relative to the file: Ray workers do not share the launcher's cwd."""
+        flat = _flatten(read_config_file(path))
+        folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+        for key in PATH_FIELDS:
+            value = flat.get(key)
+            if isinstance(value, str) and value and not os.path.isabs(value) and value not in _NOT_PATHS:
+                flat[key] = os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+        return cls(**flat)
 
     def replace(self, **overrides: Any) -> NoveltyConfig:
         return NoveltyConfig(**{**dataclasses.asdict(self), **_flatten(overrides)})

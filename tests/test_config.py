@@ -94,3 +94,13 @@ def test_exponent_without_dot_in_yaml_is_a_number(tmp_path):
     assert NoveltyConfig.from_file(f).rnd_lr == 0.001
     with pytest.raises(ConfigError, match="config rnd.lr: expected a number, got 'fast'"):
         NoveltyConfig.from_dict({"rnd": {"lr": "fast"}})
+
+
+def test_relative_paths_in_a_config_file_are_relative_to_the_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "bank.txt").write_text("known\n")
+    f = tmp_path / "sub" / "c.yaml"
+    f.write_text("bank:\n  path: bank.txt\njudge:\n  rubric: hypothesis\n")
+    cfg = NoveltyConfig.from_file(f)
+    assert cfg.bank_path == str(tmp_path / "sub" / "bank.txt")
+    assert cfg.judge_rubric == "hypothesis"  # a built-in name stays a name

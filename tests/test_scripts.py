@@ -1,0 +1,115 @@
+"""Every launch script's arguments go through OpenRLHF's real parser (and its start-up checks), via our wrapper."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from tests.openrlhf_env import install_stand_ins
+
+install_stand_ins()
+
+import openrlhf.utils.config as openrlhf_config  # noqa: E402
+import ray  # noqa: E402
+from openrlhf.trainer import ppo_trainer  # noqa: E402
+
+from openrlhf_novelty import cli, train_ppo_ray  # noqa: E402
+from openrlhf_novelty.config import NoveltyConfig  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+GRPO_SCRIPTS = sorted((ROOT / "examples" / "scripts").glob("grpo_*.sh"))
+ALL_SCRIPTS = GRPO_SCRIPTS + sorted((ROOT / "scripts").glob("*.sh"))
+
+
+class Parsed(Exception):
+    """Raised where train() would start Ray: everything before it (parsing, validation) has passed."""
+
+
+def capture_script_argv(script, tmp_path) -> list[str]:
+    shim = tmp_path / "python"
+    shim.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(tmp_path / 'argv.json')!r}, 'w'))\n")
+    shim.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(shim), "REWARD_FILE": "/path/to/reward_file.py", "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads((tmp_path / "argv.json").read_text())
+
+
+def run_wrapper(argv, monkeypatch) -> object:
+    captured = {}
+    real = openrlhf_config.hierarchize
+    monkeypatch.setattr(openrlhf_config, "hierarchize", lambda a: captured.setdefault("args", real(a)))
+    monkeypatch.setattr(ray, "is_initialized", lambda: (_ for _ in ()).throw(Parsed()))
+    monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)  # restored after the test
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(Parsed):
+        train_ppo_ray.main(argv)
+    return captured["args"]
+
+
+@pytest.mark.parametrize("script", ALL_SCRIPTS, ids=lambda p: p.name)
+def test_bash_syntax(script):
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+
+
+@pytest.mark.parametrize("script", GRPO_SCRIPTS, ids=lambda p: p.name)
+def test_recipe_arguments_pass_openrlhfs_parser(script, tmp_path, monkeypatch):
+    argv = capture_script_argv(script, tmp_path)
+    assert argv[:3] == ["-m", "openrlhf_novelty.train_ppo_ray", "--novelty.config"]
+    config = NoveltyConfig.from_file(argv[3])  # valid, and every file it names exists (checked at load)
+    assert config.stream_update_every == 0  # the hook adds novelty; the reward file must not
+    args = run_wrapper(argv[2:], monkeypatch)
+    assert args.reward.remote_url == ["/path/to/reward_file.py"]
+    assert args.algo.advantage.estimator == "group_norm" and args.rollout.n_samples_per_prompt == 8
+    assert pathlib.Path(args.data.prompt_dataset).is_file()
+    # The wrapper put the hooked trainer in OpenRLHF's place, as a Ray actor class.
+    hooked = ppo_trainer.PPOTrainer.__ray_actor_class__
+    assert hooked.__name__ == "NoveltyPPOTrainer" and hasattr(hooked, "install_novelty")
+
+
+def test_hookless_config_matches_the_rollout_size():
+    cfg = NoveltyConfig.from_file(ROOT / "examples" / "configs" / "hypothesis_hookless.yaml")
+    assert cfg.stream_update_every == 64 * 8 and pathlib.Path(cfg.bank_path).is_file()
+
+
+def test_wrapper_help_shows_ours_then_openrlhfs(monkeypatch, capsys):
+    monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+    with pytest.raises(SystemExit) as done:
+        train_ppo_ray.main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "--novelty.config" in out and "--rollout.n_samples_per_prompt" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--train.async_enable"], "--train.async_enable is not supported by the novelty hook"),
+        (["--novelty.lr", "1"], "unknown flag --novelty.lr"),
+        (["--novelty.config"], "--novelty.config needs a file"),
+    ],
+)
+def test_wrapper_refuses_what_it_cannot_do(argv, message, capsys):
+    assert train_ppo_ray.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_path_prints_the_reward_file(capsys):
+    assert cli.main(["path"]) == 0
+    path = pathlib.Path(capsys.readouterr().out.strip())
+    assert path.name == "reward_file.py" and "def reward_func(queries, prompts, labels" in path.read_text()
+
+
+def test_convert_hypobench(tmp_path, capsys):
+    src = tmp_path / "retweet_train.json"
+    src.write_text(json.dumps({"first_tweet": ["a 1", "b 2"], "second_tweet": ["c", "d"], "label": ["first", "second"]}))
+    out = tmp_path / "prompts.jsonl"
+    assert cli.main(["convert-hypobench", str(src), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["first", "second"]
+    assert "Tweet A: a 1\nTweet B: c\n" in rows[0]["prompt"] and rows[0]["prompt"].endswith("starting with 'HYP:'.")
+    src.write_text(json.dumps({"first_tweet": ["a"], "label": ["first"]}))
+    assert cli.main(["convert-hypobench", str(src), "--output", str(out)]) == 2
+    assert "columnar file lacks the list(s) second_tweet" in capsys.readouterr().err
