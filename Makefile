@@ -20,7 +20,7 @@ install-openrlhf: install
 	$(PY) -m pip install -q --no-deps torchdata openrlhf==0.11.2
 
 demo: install
-	openrlhf-novelty score $(EXAMPLE_ARGS) --output runs/demo/scored.jsonl --save-state runs/demo/state.pt
+	$(PY) -m openrlhf_novelty.cli score $(EXAMPLE_ARGS) --output runs/demo/scored.jsonl --save-state runs/demo/state.pt
 
 test: install-openrlhf
 	$(PY) -m pytest -q tests
