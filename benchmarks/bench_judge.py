@@ -1,7 +1,7 @@
 """Judge throughput against an OpenAI-compatible endpoint with a fixed latency, versus the ideal.
 
-The endpoint is tests/fake_openai.py in a separate process on 127.0.0.1, answering every request after
-``--latency`` seconds. Ideal throughput at concurrency c is c / latency. The prototype called its judge one sample
+The endpoint is an aiohttp server (asyncio, like vLLM's own server) in a separate process on 127.0.0.1, answering
+every request after ``--latency`` seconds; both share this machine's cores with the client under test. Ideal throughput at concurrency c is c / latency. The prototype called its judge one sample
 at a time; that rate is measured on a subset and the speed-up reported.
 
     python benchmarks/bench_judge.py            # 1024 judgments at concurrency 16 and 64, latency 100 ms
@@ -19,12 +19,31 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 
 def serve(latency: float, queue) -> None:
-    from tests.fake_openai import FakeOpenAI
+    """An asyncio OpenAI-compatible endpoint (like vLLM's uvicorn server) answering after a fixed latency."""
+    import asyncio
+    import json
 
-    with FakeOpenAI(latency=latency) as server:
-        queue.put(server.url)
-        while True:
-            time.sleep(3600)
+    from aiohttp import web
+
+    async def chat(request):
+        body = await request.json()
+        await asyncio.sleep(latency)
+        message = {"role": "assistant", "content": json.dumps({"score": 7, "reason": "ok"})}
+        return web.json_response({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                  "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", chat)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        queue.put(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1")
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
 
 
 def main() -> None:
@@ -33,6 +52,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.1)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--sequential-samples", type=int, default=50)
+    ap.add_argument("--pin", action="store_true", help="endpoint on the last core, client on the others")
     args = ap.parse_args()
 
     from openrlhf_novelty.config import NoveltyConfig
@@ -41,9 +61,14 @@ def main() -> None:
     queue = mp.Queue()
     proc = mp.Process(target=serve, args=(args.latency, queue), daemon=True)
     proc.start()
+    if args.pin:  # keep the instrument (the endpoint) off the client's core(s)
+        last = os.cpu_count() - 1
+        os.sched_setaffinity(proc.pid, {last})
+        os.sched_setaffinity(0, set(range(last)) or {0})
     url = queue.get(timeout=30)
     try:
-        print(f"endpoint latency {args.latency * 1000:.0f} ms, {args.samples} judgments, {os.cpu_count()} cores")
+        print(f"endpoint latency {args.latency * 1000:.0f} ms, {args.samples} judgments, {os.cpu_count()} cores"
+              f"{', endpoint pinned to its own core' if args.pin else ''}")
         rates = {}
         for c in [1, *args.concurrency]:
             n = args.sequential_samples if c == 1 else args.samples
@@ -58,6 +83,7 @@ def main() -> None:
             else:
                 j.judge_many(["task"] * n, responses)
             dt = time.perf_counter() - t0
+            j.close()
             rates[c] = n / dt
             ideal = c / args.latency
             print(f"concurrency {c:>3}: {n} in {dt:6.2f} s = {rates[c]:7.1f}/s, ideal {ideal:6.0f}/s, "

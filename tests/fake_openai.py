@@ -24,6 +24,9 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out as two small writes; with Nagle on, the body waits ~40 ms for the
+            # client's delayed ACK on every keep-alive request.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):  # keep test output clean
                 pass
