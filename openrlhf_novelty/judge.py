@@ -247,19 +247,6 @@ class Judge:
             except Exception:  # closing is best effort; the process may be exiting
                 pass
 
-    def close(self) -> None:
-        """Close the HTTP clients (their connection pools belong to the judge's event loop)."""
-        clients, self._clients = list(self._clients.values()), {}
-        if clients:
-            async def close_all():
-                for c in clients:
-                    await c.close()
-
-            try:
-                _LoopThread.get().run(close_all())
-            except Exception:  # closing is best effort; the process may be exiting
-                pass
-
     # -- async core
     async def ajudge_many(self, prompts: list[str], responses: list[str]):
         results = await asyncio.gather(*(self._judge_one(p, r) for p, r in zip(prompts, responses)))
