@@ -122,6 +122,9 @@ def cmd_score(args: argparse.Namespace) -> int:
         model.save(args.save_state)
         print(f"state saved to {args.save_state} (step {model.step})")
     print(f"wrote {len(rows)} scored rollouts to {output}")
+    print(f"reward = {cfg.reward_quality_weight:g} x quality + {cfg.reward_novelty_coef:g} x gate x novelty "
+          f"(gate: {cfg.reward_gate}); novelty = weighted sum of rnd, diversity, archive, bank. Per-sample "
+          "components are in the output file; the README's 'How the reward works' explains each.")
     return 0
 
 
