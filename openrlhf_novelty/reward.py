@@ -98,9 +98,7 @@ class NoveltyReward:
         self._archive: Archive | None = None
         self._bank_emb: torch.Tensor | None = None
         self._lock = threading.RLock()
-        if not (cfg.extract_pattern or self.judge) and cfg.reward_gate != "none":
-            logger.warning("no format pattern and no judge configured: quality is 1 unless a task reward is "
-                           "given, so novelty is effectively ungated")
+        self._warned_ungated = False
 
     # -- lazily built parts (they need the embedding size, which needs the model)
     def _ensure_built(self, dim: int) -> None:
@@ -248,6 +246,10 @@ class NoveltyReward:
             parts["task"] = torch.tensor([(min(hi, max(lo, v)) - lo) / span for v in vals], dtype=torch.float64)
             weights["task"] = cfg.reward_task_weight
         if not parts:
+            if not self._warned_ungated and cfg.reward_gate != "none":
+                self._warned_ungated = True
+                logger.warning("no quality source (format pattern, judge or task reward): quality is 1, so novelty "
+                               "is effectively ungated")
             return torch.ones(n, dtype=torch.float64), parts, None
         total = sum(weights.values())
         quality = sum(weights[k] * parts[k] for k in parts) / total
