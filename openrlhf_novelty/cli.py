@@ -188,6 +188,45 @@ def cmd_convert_hypobench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.embed import Embedder
+    from openrlhf_novelty.evaluate import evaluate_run, read_generations, write_report
+
+    cfg = load_config(args)
+    names = args.names or [os.path.splitext(os.path.basename(p))[0] for p in args.input]
+    if len(names) != len(args.input) or len(set(names)) != len(names):
+        raise InputError("--names needs one distinct name per input")
+    try:
+        groups = {n: read_generations(p) for n, p in zip(names, args.input)}
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    embedder = Embedder(cfg.embed_model, cfg.embed_device, cfg.embed_batch_size, cfg.embed_max_chars)
+    bank = None
+    if cfg.bank_path:
+        from openrlhf_novelty.reward import _read_bank
+
+        bank = embedder.encode(_read_bank(cfg.bank_path))
+    judge = verifier = None
+    if cfg.judge_enabled:
+        from openrlhf_novelty.judge import Judge, JudgeUnavailable
+
+        judge = Judge(cfg)
+        try:
+            judge.health_check()
+        except JudgeUnavailable as e:
+            raise InputError(str(e)) from None
+    if cfg.reward_task_func:
+        from openrlhf_novelty.remote import load_reward_func
+
+        verifier = load_reward_func(cfg.reward_task_func)
+    runs = {n: evaluate_run(g, embedder, cfg, args.threshold, bank, judge, verifier) for n, g in groups.items()}
+    paths = write_report(runs, args.output_dir)
+    with open(paths[1], encoding="utf-8") as fh:
+        print(fh.read(), end="")
+    print(f"\nwrote {', '.join(paths)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="openrlhf-novelty", description="Quality-gated novelty rewards for GRPO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("eval", help="diversity and quality metrics of generations; several inputs side by side")
+    p.add_argument("input", nargs="+", help="JSONL {prompt, response, label?} per line; samples grouped by prompt")
+    p.add_argument("--names", nargs="+", help="a name per input (default: file names)")
+    p.add_argument("--output-dir", default="report", help="where report.json and report.md go")
+    p.add_argument("--threshold", type=float, default=0.85, help="cosine similarity that counts as the same meaning")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("serve", help="serve OpenRLHF's remote reward protocol over HTTP (one shared state)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback; 0.0.0.0 for other hosts)")

@@ -25,17 +25,23 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     sims = emb @ emb.transpose(1, 2)
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     if mode == "partition":
-        linked = (sims >= threshold) | eye
-        # Transitive closure by repeated squaring of the boolean reachability matrix: log2(n) steps.
-        for _ in range(max(1, (n - 1).bit_length())):
-            linked = (linked.float() @ linked.float()) > 0
-        return (n - linked.sum(-1)).float() / (n - 1)
+        return (n - same_cluster(sims, threshold).sum(-1)).float() / (n - 1)
     dist = (1.0 - sims).clamp(0.0, 1.0)
     if mode == "min":
         return dist.masked_fill(eye, float("inf")).min(-1).values
     if mode == "mean":
         return dist.masked_fill(eye, 0.0).sum(-1) / (n - 1)
     raise ValueError(f"diversity mode must be mean, min or partition, got {mode!r}")
+
+
+def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:
+    """[..., n, n] bool: i and j are linked by a chain of pairs with cosine >= threshold (transitive clusters)."""
+    n = sims.shape[-1]
+    linked = (sims >= threshold) | torch.eye(n, dtype=torch.bool, device=sims.device)
+    # Transitive closure by repeated squaring of the boolean reachability matrix: log2(n) steps.
+    for _ in range(max(1, (n - 1).bit_length())):
+        linked = (linked.float() @ linked.float()) > 0
+    return linked
 
 
 def knn_distance(queries: torch.Tensor, keys: torch.Tensor, k: int, allowed: torch.Tensor | None = None) -> torch.Tensor:

@@ -1,0 +1,106 @@
+"""``openrlhf-novelty eval``: diversity and quality of generations, per prompt and overall, runs side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import OrderedDict
+
+from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.metrics import pass_at_k, prompt_metrics, summarize
+from openrlhf_novelty.text import clean_text, extract
+
+# What each reported metric means, for the Markdown report; higher is more diverse unless said otherwise.
+DESCRIPTIONS = {
+    "distinct_1": "unique unigrams / all unigrams over a prompt's samples",
+    "distinct_2": "same for bigrams", "distinct_3": "same for trigrams", "distinct_4": "same for 4-grams",
+    "self_bleu": "mean BLEU of each sample against its siblings (lower = more diverse)",
+    "pairwise_distance": "mean cosine distance between sibling embeddings",
+    "vendi_embedding": "effective number of distinct samples, embedding kernel (1..k)",
+    "vendi_ngram": "effective number of distinct samples, bigram kernel (1..k)",
+    "semantic_clusters": "clusters of near-identical meaning among the k samples (1..k)",
+    "bank_novelty": "1 - similarity to the closest known answer",
+    "format": "share of samples where extract.pattern matched",
+    "soundness": "mean judge soundness (0..1)",
+    "judge_failed": "share of judgments that failed (fallback used)",
+    "pass_at_k": "share of prompts with at least one correct sample (needs labels and reward.task_func)",
+}
+
+
+def read_generations(path: str) -> OrderedDict[str, list[dict]]:
+    """JSONL ``{"prompt", "response", "label"?}`` -> samples grouped by prompt, in first-seen order."""
+    groups: OrderedDict[str, list[dict]] = OrderedDict()
+    try:
+        fh = open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) \
+                    or not isinstance(row.get("response"), str):
+                raise ValueError(f"{path} line {lineno}: expected an object with string 'prompt' and 'response'")
+            groups.setdefault(row["prompt"], []).append(row)
+    if not groups:
+        raise ValueError(f"{path}: no generations (the file is empty)")
+    return groups
+
+
+def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: NoveltyConfig, threshold: float,
+                 bank=None, judge=None, verifier=None) -> dict:
+    prompts = [p for p, rows in groups.items() for _ in rows]
+    raw = [r["response"] for rows in groups.values() for r in rows]
+    extracted = [extract(clean_text(t, config.extract_strip_tokens), config.extract_pattern, config.extract_fallback)
+                 for t in raw]
+    texts, matched = [t for t, _ in extracted], [m for _, m in extracted]
+    emb = embedder.encode(texts)
+    sound = failed = correct = None
+    if judge is not None:
+        sound, failed = judge.judge_many(prompts, texts)
+    if verifier is not None:
+        labels = [r.get("label", "") for rows in groups.values() for r in rows]
+        from openrlhf_novelty.remote import _floats
+
+        scores = _floats(verifier([p + t for p, t in zip(prompts, raw)], prompts, labels), len(raw))
+        correct = [s >= 0.5 for s in scores]
+    per_prompt, start = [], 0
+    for prompt, rows in groups.items():
+        end = start + len(rows)
+        m = prompt_metrics(texts[start:end], emb[start:end], threshold, bank)
+        if config.extract_pattern:
+            m["format"] = sum(matched[start:end]) / len(rows)
+        if sound is not None:
+            ok = [s for s in sound[start:end] if s is not None]
+            if ok:  # all judgments masked: soundness is unknown for this prompt, not 0
+                m["soundness"] = sum(ok) / len(ok)
+            m["judge_failed"] = sum(failed[start:end]) / len(rows)
+        if correct is not None:
+            m["pass_at_k"] = pass_at_k(correct[start:end])
+        per_prompt.append({"prompt": prompt, "k": len(rows), **m})
+        start = end
+    overall = summarize([{k: v for k, v in p.items() if k not in ("prompt", "k")} for p in per_prompt])
+    return {"prompts": len(groups), "samples": len(raw), "overall": overall, "per_prompt": per_prompt}
+
+
+def write_report(runs: dict[str, dict], out_dir: str) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    json_path, md_path = os.path.join(out_dir, "report.json"), os.path.join(out_dir, "report.md")
+    with open(json_path, "w", encoding="utf-8") as fh:
+        json.dump(runs, fh, indent=2, ensure_ascii=False)
+    names = list(runs)
+    metrics = [k for k in DESCRIPTIONS if any(k in r["overall"] for r in runs.values())]
+    lines = ["# Diversity and quality report", "",
+             "Per-prompt metrics averaged over prompts. " +
+             ", ".join(f"**{n}**: {runs[n]['prompts']} prompts, {runs[n]['samples']} samples" for n in names) + ".",
+             "", "| metric | " + " | ".join(names) + " | meaning |", "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
+    for k in metrics:
+        cells = [f"{runs[n]['overall'][k]:.3f}" if k in runs[n]["overall"] else "" for n in names]
+        lines.append(f"| {k} | " + " | ".join(cells) + f" | {DESCRIPTIONS[k]} |")
+    with open(md_path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return [json_path, md_path]

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from openrlhf_novelty.metrics import (
+    bank_novelty,
+    distinct_n,
+    embedding_vendi,
+    mean_pairwise_distance,
+    ngram_vendi,
+    pass_at_k,
+    self_bleu,
+    semantic_clusters,
+    summarize,
+    vendi,
+)
+
+
+def unit(deg: float) -> list[float]:
+    return [math.cos(math.radians(deg)), math.sin(math.radians(deg))]
+
+
+@pytest.mark.parametrize(
+    "texts, n, expected",
+    [
+        (["a b c", "a b d"], 1, 4 / 6),  # unigrams a b c a b d: 4 distinct of 6
+        (["a b c", "a b d"], 2, 3 / 4),  # bigrams ab bc ab bd: 3 distinct of 4
+        (["x x", "x x"], 1, 1 / 4),  # one word four times
+        (["The Cat!", "the cat"], 1, 2 / 4),  # lower-cased, punctuation dropped
+        (["a", "b"], 3, None),  # no trigram at all: undefined, not 0
+    ],
+)
+def test_distinct_n(texts, n, expected):
+    assert distinct_n(texts, n) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_self_bleu():
+    assert self_bleu(["the cat sat on the mat"] * 3) == pytest.approx(1.0)  # identical samples
+    assert self_bleu(["a b c d", "e f g h"]) == 0.0  # nothing shared
+    assert self_bleu(["only one"]) == 0.0
+
+
+def test_vendi_counts_effectively_distinct_samples():
+    assert vendi(torch.eye(4)) == pytest.approx(4.0)  # four orthogonal samples
+    assert vendi(torch.ones(3, 3)) == pytest.approx(1.0)  # three copies of one
+    two_same_one_apart = torch.tensor([[1.0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    # eigenvalues of K/3 are 2/3 and 1/3: exp(-(2/3 ln 2/3 + 1/3 ln 1/3)) = 1.8899
+    assert vendi(two_same_one_apart) == pytest.approx(1.8899, abs=1e-4)
+    assert embedding_vendi(torch.tensor([unit(0), unit(0), unit(90)])) == pytest.approx(1.8899, abs=1e-4)
+
+
+def test_ngram_vendi():
+    assert ngram_vendi(["a b c", "a b c"]) == pytest.approx(1.0)
+    assert ngram_vendi(["a b", "c d", "e f"]) == pytest.approx(3.0)  # no shared bigram
+
+
+def test_embedding_metrics():
+    emb = torch.tensor([unit(0), unit(0), unit(90)])
+    assert mean_pairwise_distance(emb) == pytest.approx(2 / 3)  # pairs: 0, 1, 1
+    assert semantic_clusters(torch.tensor([unit(0), unit(25), unit(50), unit(-90)]), 0.85) == 2  # chain + loner
+    assert bank_novelty(torch.tensor([unit(0), unit(90)]), torch.tensor([unit(0)])) == pytest.approx(0.5)
+
+
+def test_pass_at_k_and_summary():
+    assert pass_at_k([False, True, False]) == 1.0 and pass_at_k([False, False]) == 0.0
+    assert summarize([{"a": 1.0, "b": 2.0}, {"a": 3.0}]) == {"a": 2.0, "b": 2.0}
+
+
+def test_eval_reports_runs_side_by_side(tmp_path, capsys):
+    import json
+
+    from openrlhf_novelty import cli
+
+    same = [{"prompt": p, "response": f"HYP: {t}"} for p, t in [("p1", "Numbers win.")] * 4 + [("p2", "Threads win.")] * 4]
+    varied = [{"prompt": "p1", "response": t} for t in
+              ["HYP: Tweets with numbers win.", "HYP: Questions spread.", "HYP: Morning posts travel.", "nothing"]]
+    for name, rows in (("same", same), ("varied", varied)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    code = cli.main(["eval", str(tmp_path / "same.jsonl"), str(tmp_path / "varied.jsonl"), "--output-dir", str(out),
+                     "--set", r"extract.pattern=HYP:\s*(.+)"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    s, v = report["same"]["overall"], report["varied"]["overall"]
+    assert (s["distinct_1"], s["semantic_clusters"], s["self_bleu"]) == (pytest.approx(0.25), 1.0, pytest.approx(1.0))
+    assert (v["distinct_1"], v["semantic_clusters"], v["format"]) == (1.0, 4.0, 0.75)  # 4 answers, 3 with HYP:
+    assert report["same"]["prompts"] == 2 and report["varied"]["samples"] == 4
+    assert "| semantic_clusters | 1.000 | 4.000 |" in (out / "report.md").read_text()
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p"}\n')
+    assert cli.main(["eval", str(tmp_path / "bad.jsonl")]) == 2
+    assert "bad.jsonl line 1: expected an object with string 'prompt' and 'response'" in capsys.readouterr().err
