@@ -23,32 +23,16 @@ def load_config(args: argparse.Namespace) -> NoveltyConfig:
 
 def read_rollouts(path: str, group_size: int) -> list[dict]:
     """JSONL lines ``{"prompt", "response", "label"?, "task_reward"?}``; each run of ``group_size`` lines shares a prompt."""
+    from openrlhf_novelty.jsonl import read_samples
+
     try:
-        fh = sys.stdin if path == "-" else open(path, encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    rows = []
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
-            for key in ("prompt", "response"):
-                if not isinstance(row.get(key), str):
-                    problem = "missing" if key not in row else f"not a string ({type(row[key]).__name__})"
-                    raise InputError(f"{path} line {lineno}: field '{key}' is {problem}")
-            if "task_reward" in row and (isinstance(row["task_reward"], bool)
-                                         or not isinstance(row["task_reward"], (int, float))):
-                raise InputError(f"{path} line {lineno}: field 'task_reward' must be a number")
-            row["_line"] = lineno
-            rows.append(row)
-    if not rows:
-        raise InputError(f"{path}: no rollouts (the file is empty)")
+        rows = read_samples(path)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    for row in rows:
+        if "task_reward" in row and (isinstance(row["task_reward"], bool)
+                                     or not isinstance(row["task_reward"], (int, float))):
+            raise InputError(f"{path} line {row['_line']}: field 'task_reward' must be a number")
     for start in range(0, len(rows), group_size):
         group = rows[start:start + group_size]
         head = group[0]

@@ -29,25 +29,11 @@ DESCRIPTIONS = {
 
 def read_generations(path: str) -> OrderedDict[str, list[dict]]:
     """JSONL ``{"prompt", "response", "label"?}`` -> samples grouped by prompt, in first-seen order."""
+    from openrlhf_novelty.jsonl import read_samples
+
     groups: OrderedDict[str, list[dict]] = OrderedDict()
-    try:
-        fh = open(path, encoding="utf-8", errors="surrogateescape")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read ({e.strerror})") from None
-    with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path} line {lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) \
-                    or not isinstance(row.get("response"), str):
-                raise ValueError(f"{path} line {lineno}: expected an object with string 'prompt' and 'response'")
-            groups.setdefault(row["prompt"], []).append(row)
-    if not groups:
-        raise ValueError(f"{path}: no generations (the file is empty)")
+    for row in read_samples(path):
+        groups.setdefault(row["prompt"], []).append(row)
     return groups
 
 

@@ -89,4 +89,4 @@ def test_eval_reports_runs_side_by_side(tmp_path, capsys):
     assert "| semantic_clusters | 1.000 | 4.000 |" in (out / "report.md").read_text()
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p"}\n')
     assert cli.main(["eval", str(tmp_path / "bad.jsonl")]) == 2
-    assert "bad.jsonl line 1: expected an object with string 'prompt' and 'response'" in capsys.readouterr().err
+    assert "bad.jsonl line 1: field 'response' is missing" in capsys.readouterr().err
