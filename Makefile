@@ -2,7 +2,7 @@
 PY ?= python3
 EXAMPLE_ARGS = examples/hypothesis_rollouts.jsonl --group-size 4 --batch-groups 2 --config examples/hypothesis.yaml
 
-.PHONY: install install-openrlhf demo test bench lint
+.PHONY: install install-openrlhf demo score-example test bench lint docs
 
 # torch first and pinned only when absent: an unpinned `torch` requirement pulls a multi-GB CUDA build.
 install:
@@ -19,8 +19,13 @@ install-openrlhf: install
 	$(PY) -m pip install -q $(OPENRLHF_CPU_DEPS)
 	$(PY) -m pip install -q --no-deps torchdata openrlhf==0.11.2
 
+# The whole pipeline on SmolLM2-135M on CPU (~6 min on 2 cores): generate, judge, score with RND between steps, report.
 demo: install
-	$(PY) -m openrlhf_novelty.cli score $(EXAMPLE_ARGS) --output runs/demo/scored.jsonl --save-state runs/demo/state.pt
+	$(PY) -m openrlhf_novelty.cli demo --output-dir runs/demo
+
+# Scoring alone on a shipped rollout file (seconds).
+score-example: install
+	$(PY) -m openrlhf_novelty.cli score $(EXAMPLE_ARGS) --output runs/score/scored.jsonl --save-state runs/score/state.pt
 
 test: install-openrlhf
 	$(PY) -m pytest -q tests

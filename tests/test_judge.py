@@ -174,3 +174,19 @@ def test_generate_then_eval_on_smollm2(tmp_path):
     assert rows[0]["label"] == "x" and "label" not in rows[3] and all(isinstance(r["response"], str) for r in rows)
     assert cli.main(["eval", str(out), "--output-dir", str(tmp_path / "report")]) == 0
     assert json.loads((tmp_path / "report" / "report.json").read_text())["gen"]["samples"] == 6
+
+
+def test_demo_runs_end_to_end_at_reduced_size(tmp_path, capsys):
+    # The README's first command, shrunk: 2 rollout batches of 1 prompt x 2 samples, 8 new tokens.
+    from openrlhf_novelty import cli
+
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--output-dir", str(out), "--steps", "2", "--prompts-per-step", "1", "--k", "2",
+                     "--max-new-tokens", "8"]) == 0
+    rows = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 0, 1, 1]
+    assert {"reward", "quality", "format", "soundness", "judge_failed", "rnd", "diversity"} <= set(rows[0]["components"])
+    for name in ("state.pt", "report/report.md", "report/report.json", "report/distributions.png"):
+        assert (out / name).is_file(), name
+    printed = capsys.readouterr().out
+    assert "How to read it:" in printed and str(out / "report" / "report.md") in printed

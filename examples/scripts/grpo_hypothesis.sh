@@ -10,7 +10,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
 POLICY=${POLICY:-Qwen/Qwen2.5-1.5B-Instruct}
-PROMPTS=${PROMPTS:-$ROOT/examples/data/hypothesis_prompts.jsonl}   # or convert HypoBench: openrlhf-novelty convert-hypobench
+PROMPTS=${PROMPTS:-$ROOT/openrlhf_novelty/data/hypothesis_prompts.jsonl}  # or convert HypoBench: openrlhf-novelty convert-hypobench
 NOVELTY_CONFIG=${NOVELTY_CONFIG:-$ROOT/examples/configs/hypothesis.yaml}
 SAVE_DIR=${SAVE_DIR:-$ROOT/runs/grpo_hypothesis}
 PYTHON=${PYTHON:-python3}
