@@ -106,6 +106,7 @@ How to read it:
   rnd       = how unlike everything scored before (0 during warm-up); mean by step: {rnd}
   diversity = how unlike the other answers to the same prompt
   Semantic diversity: embedding Vendi {vendi:.2f} effective distinct answers of {k}, {clusters:.2f} clusters.
-  Format compliance {fmt:.2f}; judge soundness {sound:.2f} ({fail:.0f}% of judgments unparsable, given the
-  neutral fallback). The judge is SmolLM2-135M, a stand-in: point judge.base_url at a real model for real scores.
+  Format compliance {fmt:.2f}; judge soundness {sound:.2f} over the parsable judgments ({fail:.0f}% were
+  unparsable and got the neutral fallback in the reward). The judge is SmolLM2-135M, a stand-in that cannot really
+  judge: point judge.base_url at a real model for real scores.
 """
