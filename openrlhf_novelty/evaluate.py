@@ -115,9 +115,12 @@ def write_plots(runs: dict[str, dict], out_dir: str) -> list[str]:
             xs = [p.get(quality) for p in run["per_prompt"]]
             ys = [p["vendi_embedding"] for p in run["per_prompt"]]
             pts = [(x, y) for x, y in zip(xs, ys) if x is not None]
+            if not pts:
+                continue
             ax.scatter([x for x, _ in pts], [y for _, y in pts], s=14, alpha=0.35, color=c)
-            ax.scatter([run["overall"][quality]], [run["overall"]["vendi_embedding"]], s=140, marker="*",
-                       color=c, edgecolor="black", label=f"{name} (mean)")
+            # The mean of the points drawn: prompts without a quality value (all judgments failed) are not shown.
+            ax.scatter([sum(x for x, _ in pts) / len(pts)], [sum(y for _, y in pts) / len(pts)], s=140, marker="*",
+                       color=c, edgecolor="black", label=f"{name} (mean of {len(pts)} prompts)")
         ax.set_xlabel(f"quality: {quality} (per prompt)")
         ax.set_ylabel("semantic diversity: embedding Vendi score")
         ax.set_title("Diversity vs quality (up and right is better)")
