@@ -53,9 +53,9 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
         sound, failed = judge.judge_many(prompts, texts)
     if verifier is not None:
         labels = [r.get("label", "") for rows in groups.values() for r in rows]
-        from openrlhf_novelty.remote import _floats
+        from openrlhf_novelty.remote import as_floats
 
-        scores = _floats(verifier([p + t for p, t in zip(prompts, raw)], prompts, labels), len(raw))
+        scores = as_floats(verifier([p + t for p, t in zip(prompts, raw)], prompts, labels), len(raw))
         correct = [s >= 0.5 for s in scores]
     per_prompt, start = [], 0
     for prompt, rows in groups.items():

@@ -17,7 +17,7 @@ import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.remote import PREFIX
-from openrlhf_novelty.reward import NoveltyReward
+from openrlhf_novelty.reward import NoveltyReward, task_to_unit
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,6 @@ class NoveltyHook:
 
     def quality(self, samples) -> list[float | None]:
         """Quality per sample: `scores` (the reward file's quality) else `rewards`, rescaled by reward.task_clip."""
-        lo, hi = self.config.reward_task_clip
-        span = hi - lo if hi > lo else 1.0
         out: list[float | None] = []
         for s in samples:
             masked = s.info.get(PREFIX + "masked") if isinstance(s.info, dict) else None
@@ -57,7 +55,7 @@ class NoveltyHook:
                 continue
             value = s.scores if s.scores is not None else s.rewards
             v = float(torch.as_tensor(value).float().flatten()[0]) if value is not None else float("nan")
-            out.append((min(hi, max(lo, v)) - lo) / span if v == v else None)
+            out.append(task_to_unit(self.config, v) if v == v else None)
         return out
 
     def apply(self, samples) -> None:

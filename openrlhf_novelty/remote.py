@@ -36,7 +36,7 @@ def load_reward_func(path: str):
     return module.reward_func
 
 
-def _floats(value, n: int) -> list[float]:
+def as_floats(value, n: int) -> list[float]:
     """A user's reward output (dict with 'rewards', tensor, list or number) as n floats."""
     if isinstance(value, dict):
         value = value.get("rewards")
@@ -110,7 +110,7 @@ class RemoteReward:
     def _score(self, queries: list[str], prompts: list[str], labels: list) -> dict:
         cfg = self.config
         responses = [response_from_query(q, p) for q, p in zip(queries, prompts)]
-        task = _floats(self.task_func(queries, prompts, labels), len(queries)) if self.task_func else None
+        task = as_floats(self.task_func(queries, prompts, labels), len(queries)) if self.task_func else None
         quality, parts = self.model.quality(prompts, responses, task)
         masked = [q is None for q in quality]
         q = [0.0 if v is None else v for v in quality]

@@ -36,6 +36,13 @@ def novelty_coef(cfg: NoveltyConfig, step: int) -> float:
     return cfg.reward_novelty_coef
 
 
+def task_to_unit(cfg: NoveltyConfig, value: float) -> float:
+    """A task reward clipped to reward.task_clip and rescaled to [0, 1], so it mixes with format / soundness and
+    can gate novelty."""
+    lo, hi = cfg.reward_task_clip
+    return (min(hi, max(lo, value)) - lo) / (hi - lo if hi > lo else 1.0)
+
+
 def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty_terms: dict[str, torch.Tensor],
                    mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The whole reward, per sample; every input and output is a [batch] tensor.
@@ -239,11 +246,8 @@ class NoveltyReward:
             parts["soundness"], weights["soundness"] = values, cfg.reward_soundness_weight
             mask = unknown if unknown.any() else None
         if task_rewards is not None and cfg.reward_task_weight > 0:
-            lo, hi = cfg.reward_task_clip
             vals = [float(t) if t is not None and math.isfinite(float(t)) else 0.0 for t in task_rewards]
-            # Rescale the clipped task reward to [0, 1] so it mixes with the other parts and can gate.
-            span = hi - lo if hi > lo else 1.0
-            parts["task"] = torch.tensor([(min(hi, max(lo, v)) - lo) / span for v in vals], dtype=torch.float64)
+            parts["task"] = torch.tensor([task_to_unit(cfg, v) for v in vals], dtype=torch.float64)
             weights["task"] = cfg.reward_task_weight
         if not parts:
             if not self._warned_ungated and cfg.reward_gate != "none":
