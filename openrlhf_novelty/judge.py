@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 _JSON_ANSWER = (
     'Answer with JSON only: {"score": <integer 0-10>, "reason": "<one sentence>"}.'
 )
+# What the probability-scoring local judge reads the next token after (the start of the JSON answer asked for).
+PROBABILITY_PREFIX = '{"score": '
 RUBRICS = {
     "soundness": (
         "You are a strict reviewer. Rate the soundness of the RESPONSE to the TASK on a 0-10 scale.\n"
@@ -268,14 +270,20 @@ class Judge:
         items = list(todo.items())
         for start in range(0, len(items), chunk):
             part = items[start:start + chunk]
+            probability = self.config.judge_local_scoring == "probability"
+            n = 1 if probability else self.config.judge_samples
             try:
-                replies = self.local.sample([t for _, t in part], self.config.judge_samples,
-                                            self.config.judge_max_tokens, self.config.judge_temperature)
+                if probability:  # expected digit / 9, always readable: a "reply" the parser maps back to it
+                    replies = [[f'{{"score": {10 * e / 9:.4f}}}']
+                               for e in self.local.digit_expectation([t for _, t in part], PROBABILITY_PREFIX)]
+                else:
+                    replies = self.local.sample([t for _, t in part], n, self.config.judge_max_tokens,
+                                                self.config.judge_temperature)
             except Exception:
                 logger.exception("local judge failed on %d samples; they get the fallback", len(part))
-                replies = [[""] * self.config.judge_samples for _ in part]
+                replies = [[""] * n for _ in part]
             with self._lock:
-                self.stats.requests += len(part) * self.config.judge_samples
+                self.stats.requests += len(part) * n
             for (key, _), reps in zip(part, replies):
                 parsed = [parse_score(r) for r in reps]
                 ok = [x for x in parsed if x is not None]

@@ -44,6 +44,14 @@ class ChatLM:
         self.model = self.tokenizer = None
         self._lock = threading.Lock()
 
+    @classmethod
+    def wrap(cls, model, tokenizer) -> ChatLM:
+        """A ChatLM around a model already in memory (e.g. a policy being trained), for ``sample``."""
+        lm = cls.__new__(cls)
+        lm.path, lm.device, lm.model, lm.tokenizer = "<in memory>", str(model.device), model, tokenizer
+        lm._lock = threading.Lock()
+        return lm
+
     def load(self) -> None:
         with self._lock:
             if self.model is not None:
@@ -82,6 +90,26 @@ class ChatLM:
                 )
         replies = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [replies[i * n:(i + 1) * n] for i in range(len(user_messages))]
+
+    def digit_expectation(self, user_messages: list[str], answer_prefix: str) -> list[float]:
+        """Per message: the expected digit (0-9) of the reply's next token after ``answer_prefix``, from one forward
+        pass (the digits' probabilities renormalized among themselves). A score that can always be read."""
+        import torch
+
+        self.load()
+        tok = self.tokenizer
+        digits = [tok.encode(str(d), add_special_tokens=False) for d in range(10)]
+        if any(len(ids) != 1 for ids in digits):
+            raise ConfigError(f"{self.path}: its tokenizer splits single digits; use judge.local_scoring generate")
+        digit_ids = torch.tensor([ids[0] for ids in digits])
+        texts = [tok.apply_chat_template([{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True)
+                 + answer_prefix for m in user_messages]
+        with self._lock:
+            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            with torch.no_grad():
+                logits = self.model(**batch).logits[:, -1, :]  # left padding: the last position is every row's
+        probs = torch.softmax(logits.float()[:, digit_ids.to(logits.device)], dim=-1).cpu()
+        return (probs @ torch.arange(10, dtype=torch.float32)).tolist()
 
     def reply(self, text: str, max_new_tokens: int = 200, temperature: float = 0.0) -> str:
         return self.sample([text], 1, max_new_tokens, temperature)[0][0]

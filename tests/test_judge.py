@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.judge import Judge, JudgeUnavailable, load_rubric, parse_score, render
+from openrlhf_novelty.judge import PROBABILITY_PREFIX, Judge, JudgeUnavailable, load_rubric, parse_score, render
 from tests.fake_openai import FakeOpenAI, refused_url
 
 
@@ -157,6 +157,19 @@ def test_local_smollm2_backend_judges_offline():
     assert j.stats.requests == 1 and len(scores) == 1
     assert (failed == [True] and scores == [0.5]) or (failed == [False] and 0.0 <= scores[0] <= 1.0)
     assert isinstance(j.local.reply("Say hello.", 8), str)
+
+
+def test_local_probability_scoring_always_answers_with_the_expected_digit():
+    # One forward pass per sample; the score is the expected next digit after '{"score": ' over 9.
+    j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "local_scoring": "probability"}}))
+    prompts = ["Propose a hypothesis about retweets."] * 3
+    responses = ["Tweets with numbers get more retweets.", "Purple cheese retweets the moon.", ""]
+    scores, failed = j.judge_many(prompts, responses)
+    assert failed == [False] * 3 and j.stats.parse_failures == 0 and j.stats.requests == 3
+    expected = j.local.digit_expectation([render(j.template, p, r) for p, r in zip(prompts, responses)],
+                                         PROBABILITY_PREFIX)
+    assert scores == pytest.approx([e / 9 for e in expected], abs=1e-4)
+    assert all(0.0 <= s <= 1.0 for s in scores)
 
 
 def test_generate_then_eval_on_smollm2(tmp_path):
