@@ -37,6 +37,7 @@ class NoveltyHook:
         self.tokenizer, self.n = tokenizer, n_samples_per_prompt
         self.bonus: torch.Tensor | None = None  # per original sample index, for the advantage mode
         self.last_stats: dict[str, float] = {}
+        self.failures = 0
 
     def responses(self, samples) -> list[str]:
         out = []
@@ -58,32 +59,68 @@ class NoveltyHook:
             out.append(task_to_unit(self.config, v) if v == v else None)
         return out
 
+    def logged_keys(self) -> list[str]:
+        """The novelty components written into every sample's info; fixed by the config, failure or not."""
+        cfg = self.config
+        weights = (("rnd", cfg.rnd_weight), ("diversity", cfg.diversity_weight), ("archive", cfg.archive_weight),
+                   ("bank", cfg.bank_weight if self.model.bank_texts else 0.0))
+        return [k for k, w in weights if w > 0] + ["novelty", "gate"]
+
     def apply(self, samples) -> None:
-        """Score the batch, write rewards / info (or keep the bonus for the advantages), update RND once."""
+        """Score the batch, write rewards / info (or keep the bonus for the advantages), update RND once.
+
+        Never raises: OpenRLHF would kill the step. On failure the batch trains on its quality reward alone (bonus
+        0, no RND update), ``novelty/error`` is 1 on every sample, and it is counted and logged."""
         if not samples:
             return
-        if len(samples) % self.n:
-            raise ValueError(f"{len(samples)} rollout samples do not split into groups of {self.n}")
-        prompts = [s.prompts[0] for s in samples]
-        quality = self.quality(samples)
-        scored = self.model.score(prompts, self.responses(samples), self.n, quality=quality)
-        c = scored.components
-        # The gated novelty bonus is the formula's reward minus its quality term.
-        bonus = [r - self.config.reward_quality_weight * q for r, q in zip(c["reward"], c["quality"])]
-        logged = [k for k in ("rnd", "diversity", "archive", "bank", "novelty", "gate") if k in c]
+        logged = self.logged_keys()
+        try:
+            if len(samples) % self.n:
+                raise ValueError(f"{len(samples)} rollout samples do not split into groups of {self.n}")
+            prompts = [s.prompts[0] for s in samples]
+            quality = self.quality(samples)
+            scored = self.model.score(prompts, self.responses(samples), self.n, quality=quality)
+            c = scored.components
+            # The gated novelty bonus is the formula's reward minus its quality term.
+            bonus = [r - self.config.reward_quality_weight * q for r, q in zip(c["reward"], c["quality"])]
+            error = 0.0
+        except Exception:
+            self.failures += 1
+            logger.exception("novelty hook failed on a batch of %d samples (failure %d): this batch gets no "
+                             "novelty bonus and RND is not updated", len(samples), self.failures)
+            scored, c, bonus, error = None, {}, [0.0] * len(samples), 1.0
         for i, s in enumerate(samples):
             for k in logged:
-                s.info[PREFIX + k] = torch.tensor([c[k][i]], dtype=torch.float32)
+                s.info[PREFIX + k] = torch.tensor([c[k][i] if k in c else 0.0], dtype=torch.float32)
             s.info[PREFIX + "bonus"] = torch.tensor([bonus[i]], dtype=torch.float32)
+            s.info[PREFIX + "error"] = torch.tensor([error], dtype=torch.float32)
             if self.config.hook_bonus_to == "reward":
                 base = s.rewards.float().flatten()[:1] if s.rewards is not None else torch.zeros(1)
                 s.rewards = base + bonus[i]
                 s.info["reward"] = s.rewards.clone()
         self.bonus = torch.tensor(bonus, dtype=torch.float32) if self.config.hook_bonus_to == "advantage" else None
-        stats = self.model.update(scored)
+        stats = {}
+        if scored is not None:
+            try:
+                stats = self.model.update(scored)
+            except Exception:
+                self.failures += 1
+                logger.exception("novelty hook: RND / archive update failed (failure %d)", self.failures)
         self.last_stats = {f"{PREFIX}{k}": float(v) for k, v in stats.items()}
         self.last_stats[PREFIX + "step"] = float(self.model.step)
         self.last_stats[PREFIX + "bonus_mean"] = sum(bonus) / len(bonus)
+        self.last_stats[PREFIX + "failures"] = float(self.failures)
+
+    def save(self, path: str) -> bool:
+        """Save the novelty state atomically; a failure (disk full, read-only) is logged, never raised: the
+        previous file stays intact and training goes on."""
+        try:
+            self.model.save(path)
+            return True
+        except Exception:
+            self.failures += 1
+            logger.exception("novelty state could not be saved to %s; the previous file (if any) is intact", path)
+            return False
 
     def add_bonus_to_advantages(self, experiences) -> None:
         """Advantage mode: add each sample's bonus to its (already group-normalized) advantages on action tokens."""
@@ -147,6 +184,6 @@ def novelty_trainer(base, config_dict: dict):
         def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
             super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
             if global_step % self.args.ckpt.save_steps == 0:
-                self.experience_maker.novelty.model.save(os.path.join(self.args.ckpt.path, STATE_FILE))
+                self.experience_maker.novelty.save(os.path.join(self.args.ckpt.path, STATE_FILE))
 
     return NoveltyPPOTrainer

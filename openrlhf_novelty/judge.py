@@ -232,8 +232,14 @@ class Judge:
             try:
                 _LoopThread.get().run(self._request(url, "Reply with the JSON {\"score\": 10}.", max_tokens=8))
             except Exception as e:
+                first_line = self.redact(str(e).splitlines()[0]) if str(e) else ""
                 raise JudgeUnavailable(f"judge endpoint {url} (model {self.config.judge_model!r}) does not answer: "
-                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                                       f"{type(e).__name__}: {first_line}") from None
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced: an endpoint may echo the key it was sent in its error message."""
+        key = os.environ.get(self.config.judge_api_key_env) or ""
+        return text.replace(key, "<redacted>") if len(key) >= 4 else text
 
     def close(self) -> None:
         """Close the HTTP clients (their connection pools belong to the judge's event loop)."""

@@ -100,7 +100,10 @@ class RewardServer:
         finally:
             self._stop.set()
             self.httpd.server_close()
-            self.save()
+            try:
+                self.save()
+            except Exception:  # the last periodic save (if any) is still intact on disk
+                logger.exception("saving novelty state to %s at shutdown failed", self.state_path)
 
     def shutdown(self) -> None:
         self.httpd.shutdown()

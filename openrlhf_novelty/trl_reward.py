@@ -145,9 +145,9 @@ class NoveltyRewardFunc:
                 self._failed(f"task function {getattr(f, '__name__', f)!r}")
         return total
 
-    def _failed(self, what: str) -> None:
+    def _failed(self, what: str, then: str = "falling back for this batch") -> None:
         self.failures += 1
-        logger.exception("novelty reward: %s failed (failure %d); falling back for this batch", what, self.failures)
+        logger.exception("novelty reward: %s failed (failure %d); %s", what, self.failures, then)
 
     # -- what the callback drives
     def update(self) -> None:
@@ -165,8 +165,14 @@ class NoveltyRewardFunc:
             for k, v in stats.items():
                 self._log_metric(f"novelty/{k}", float(v))
 
-    def save(self, path: str) -> None:
-        self.model.save(path)
+    def save(self, path: str) -> bool:
+        """Save atomically; a failure (disk full, read-only) is counted and logged, never raised."""
+        try:
+            self.model.save(path)
+            return True
+        except Exception:
+            self._failed(f"saving the novelty state to {path}", "the previous file (if any) is intact")
+            return False
 
     def load(self, path: str) -> None:
         self.model.load(path)

@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 speaking OpenAI chat completions, with behaviours scripted by markers.
 
 The judge's rubric embeds the response, so a response containing ``[[prose]]`` gets a prose reply, and so on:
-json (default), score-N, prose, garbage, 500, 400, 429-then-ok, slow. ``latency`` delays every reply.
+json (default), score-N, prose, garbage, 500, 400, 429-then-ok, slow, echo-key (401 quoting the key); a marker in
+the model name applies to every request. ``latency`` delays every reply.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class FakeOpenAI:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 content = body["messages"][-1]["content"]
-                m = re.search(r"\[\[([\w-]+)\]\]", content)
+                m = re.search(r"\[\[([\w-]+)\]\]", body.get("model", "") + content)
                 marker = m.group(1) if m else "json"
                 with server.lock:
                     server.counts[marker] += 1
@@ -44,6 +45,8 @@ class FakeOpenAI:
                     time.sleep(server.latency)
                 if marker == "500":
                     return self.reply(500, {"error": {"message": "boom"}})
+                if marker == "echo-key":  # a careless endpoint that quotes the key it was sent
+                    return self.reply(401, {"error": {"message": f"Incorrect API key: {self.headers['Authorization']}"}})
                 if marker == "400":
                     return self.reply(400, {"error": {"message": "bad request"}})
                 if marker == "429-then-ok" and first:

@@ -196,6 +196,21 @@ def test_hook_can_add_the_bonus_after_group_normalization(tmp_path, monkeypatch,
     torch.testing.assert_close(adv, group_norm(quality) + bonus)  # rewards untouched, bonus on top, unnormalized
 
 
+def test_a_failing_embedder_costs_one_batch_its_bonus_not_the_training_step(tmp_path, monkeypatch, embedder):
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder)
+    ok = maker.make_experience_batch(run_samples_again(maker))
+    monkeypatch.setattr(maker.novelty.model.embedder, "encode",
+                        lambda texts: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    quality = torch.tensor([float(s.rewards[0]) for s in samples])
+    failed = maker.make_experience_batch(samples)  # no exception: OpenRLHF would have killed the step
+    assert set(failed[0].info) == set(ok[0].info)  # the same info keys, so OpenRLHF's logging stacks them
+    rewards = torch.cat([exp.rewards for exp in failed])
+    index = torch.cat([torch.as_tensor(exp.index) for exp in failed])
+    torch.testing.assert_close(rewards, quality[index])  # quality alone
+    assert all(bool((exp.info["novelty/error"] == 1).all()) for exp in failed)
+    assert maker.novelty.model.step == 1 and maker.novelty.failures == 1  # no RND update from the failed batch
+
+
 def test_evaluation_never_reaches_the_experience_maker():
     # Eval rollouts go generate_eval_samples -> compute_eval_metrics; the hook lives in make_experience_batch.
     source = inspect.getsource(ppo_trainer.PPOTrainer.__ray_actor_class__.evaluate)

@@ -2,7 +2,9 @@
 
 import math
 import os
+import sys
 import threading
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -162,8 +164,16 @@ def grpo_trainer(reward, output_dir, max_steps):
                        train_dataset=data, callbacks=[reward.callback])
 
 
+@pytest.fixture
+def without_cuda_stand_ins(monkeypatch):
+    """The OpenRLHF tests put a MagicMock `vllm` in sys.modules; TRL would take it for a real vLLM install."""
+    for name, module in list(sys.modules.items()):
+        if isinstance(module, MagicMock):
+            monkeypatch.delitem(sys.modules, name)
+
+
 @pytest.mark.filterwarnings("ignore")
-def test_grpo_trainer_updates_rnd_once_per_step_and_checkpoints_it(embedder, tmp_path):
+def test_grpo_trainer_updates_rnd_once_per_step_and_checkpoints_it(embedder, tmp_path, without_cuda_stand_ins):
     pytest.importorskip("trl")
     settings = {"rnd": {"warmup_samples": 0}}
     reward = NoveltyRewardFunc(model=NoveltyReward(NoveltyConfig.from_dict(settings), embedder=embedder))
