@@ -50,6 +50,62 @@ def as_floats(value, n: int) -> list[float]:
     return out
 
 
+class Batcher:
+    """Runs ``fn`` on the items of concurrent ``submit`` calls together (leader / followers, no extra thread).
+
+    OpenRLHF sends one sample per request from hundreds of rollouts at once; encoding them one by one costs ~10x
+    encoding them as a batch. The first caller to find no batch running becomes the leader: it takes everything
+    queued (its own item included), runs ``fn`` once on the list, hands each caller its result, and repeats while
+    more arrived meanwhile. ``fn`` maps a list of items to a list of results, one each, in order.
+    """
+
+    def __init__(self, fn, max_items: int = 256):
+        self.fn, self.max_items = fn, max_items
+        self._cond = threading.Condition()
+        self._queue: list[list] = []  # [item, result, done, error]
+        self._leader = False
+
+    def submit(self, item):
+        slot = [item, None, False, None]
+        with self._cond:
+            self._queue.append(slot)
+            while not slot[2] and self._leader:
+                self._cond.wait()
+            if slot[2]:
+                return self._result(slot)
+            self._leader = True
+        try:
+            while True:
+                with self._cond:
+                    batch, self._queue = self._queue[:self.max_items], self._queue[self.max_items:]
+                if not batch:
+                    break
+                try:
+                    results = self.fn([s[0] for s in batch])
+                    for s, r in zip(batch, results):
+                        s[1] = r
+                except Exception as e:  # every caller of this batch sees the error (each falls back on its own)
+                    for s in batch:
+                        s[3] = e
+                with self._cond:
+                    for s in batch:
+                        s[2] = True
+                    self._cond.notify_all()
+                if slot[2] and not self._queue:
+                    break
+        finally:
+            with self._cond:
+                self._leader = False
+                self._cond.notify_all()  # a waiter whose item is still queued becomes the next leader
+        return self._result(slot)
+
+    @staticmethod
+    def _result(slot):
+        if slot[3] is not None:
+            raise slot[3]
+        return slot[1]
+
+
 class RemoteReward:
     """One per process: the reward file keeps one per vLLM engine, the server one for all engines."""
 
@@ -61,6 +117,7 @@ class RemoteReward:
         self._siblings: OrderedDict[int, deque] = OrderedDict()
         self._pending: list[tuple[torch.Tensor, int]] = []
         self._lock = threading.Lock()
+        self._batcher = Batcher(self._stream_batch)
         self.calls = self.errors = 0
         self.log_keys = self._log_keys()
 
@@ -126,6 +183,22 @@ class RemoteReward:
         return {"rewards": [float(r) for r in rewards], "scores": q, "extra_logs": logs}
 
     def _stream(self, prompts: list[str], responses: list[str], quality: list[float | None]):
+        """Hookless novelty for this request's samples, scored together with every other request waiting."""
+        return self._batcher.submit((prompts, responses, quality))
+
+    def _stream_batch(self, requests: list[tuple]) -> list[tuple]:
+        """Score the samples of several concurrent requests in one pass (one encoder call), in arrival order."""
+        prompts = [p for r in requests for p in r[0]]
+        rewards, comps = self._stream_scored(prompts, [x for r in requests for x in r[1]],
+                                             [q for r in requests for q in r[2]])
+        out, start = [], 0
+        for r in requests:
+            end = start + len(r[0])
+            out.append((rewards[start:end], {k: v[start:end] for k, v in comps.items()}))
+            start = end
+        return out
+
+    def _stream_scored(self, prompts: list[str], responses: list[str], quality: list[float | None]):
         """Hookless novelty: the shared model scores each sample; siblings are the prompt's recent samples."""
         cfg = self.config
         with self._lock:
@@ -151,8 +224,8 @@ class RemoteReward:
             mask = torch.tensor([v is None for v in quality])
             out = reward_formula(cfg, scored.step, torch.tensor(c["quality"], dtype=torch.float64), terms,
                                  mask if mask.any() else None)
-            if len(self._pending) >= cfg.stream_update_every:
-                self._update()
+            while len(self._pending) >= cfg.stream_update_every:  # every K samples, however they were batched
+                self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
         comps.update(novelty=out["novelty"].tolist(), gate=out["gate"].tolist())
         return out["reward"].tolist(), comps
@@ -167,10 +240,11 @@ class RemoteReward:
         dist = (1.0 - sims).clamp(0.0, 1.0)
         return float(dist.min() if mode == "min" else dist.mean())
 
-    def _update(self) -> None:
-        emb = torch.stack([e for e, _ in self._pending])
-        keys = torch.tensor([k for _, k in self._pending], dtype=torch.int64)
-        self._pending.clear()
+    def _update(self, k: int) -> None:
+        """Learn from the first k pending samples."""
+        learn, self._pending = self._pending[:k], self._pending[k:]
+        emb = torch.stack([e for e, _ in learn])
+        keys = torch.tensor([key for _, key in learn], dtype=torch.int64)
         self.model.update(ScoredBatch(rewards=[], components={}, step=self.model.step, embeddings=emb,
                                       prompt_keys=keys, valid=torch.ones(len(keys), dtype=torch.bool)))
 

@@ -119,3 +119,26 @@ def test_state_survives_a_restart(embedder, tmp_path):
     assert torch.equal(after["pending"], before["pending"]) and after["pending"].shape[0] == 4
     assert torch.equal(after["model"]["rnd"]["predictor"]["0.weight"], before["model"]["rnd"]["predictor"]["0.weight"])
     assert after["sibling_keys"].tolist() == before["sibling_keys"].tolist()
+
+
+def test_batcher_runs_concurrent_requests_together_and_returns_each_its_own():
+    import time
+
+    from openrlhf_novelty.remote import Batcher
+
+    sizes = []
+
+    def double(items):
+        sizes.append(len(items))
+        time.sleep(0.02)  # an encoder call: others queue up meanwhile
+        if "boom" in items:
+            raise RuntimeError("boom")
+        return [2 * x for x in items]
+
+    batcher = Batcher(double)
+    with ThreadPoolExecutor(32) as pool:
+        assert list(pool.map(batcher.submit, range(96))) == [2 * i for i in range(96)]
+    assert sum(sizes) == 96 and max(sizes) > 8  # far fewer calls than requests
+    with pytest.raises(RuntimeError, match="boom"):
+        batcher.submit("boom")
+    assert batcher.submit(3) == 6  # a failed batch does not wedge the next one
