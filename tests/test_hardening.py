@@ -301,15 +301,17 @@ def test_openrlhfs_client_retries_through_a_server_restart(remotes, tmp_path):
 # --- security
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "openai"])
 def test_an_endpoint_quoting_the_api_key_never_gets_it_into_logs_errors_or_state(embedder, monkeypatch, caplog,
-                                                                                 tmp_path):
+                                                                                 tmp_path, transport):
     from openrlhf_novelty.judge import Judge, JudgeUnavailable
 
     key = "sk-planted-4f9a1c77e2"
     monkeypatch.setenv("NOVELTY_TEST_KEY", key)
     with FakeOpenAI() as fake, caplog.at_level(logging.DEBUG):
         cfg = NoveltyConfig.from_dict({"judge": {"base_url": fake.url, "model": "[[echo-key]]", "retries": 1,
-                                                 "backoff": 0.01, "api_key_env": "NOVELTY_TEST_KEY"}})
+                                                 "backoff": 0.01, "api_key_env": "NOVELTY_TEST_KEY",
+                                                 "transport": transport}})
         judge = Judge(cfg)
         with pytest.raises(JudgeUnavailable) as err:
             judge.health_check()

@@ -15,6 +15,12 @@ def server():
         yield s
 
 
+@pytest.fixture(params=["aiohttp", "openai"])
+def transport(request):
+    """Both HTTP clients: the bare aiohttp POST (default) and the official openai client, end to end."""
+    return request.param
+
+
 def judge(url, **settings) -> Judge:
     base = {"base_url": url, "model": "judge", "retries": 2, "backoff": 0.01, "timeout": 5.0}
     return Judge(NoveltyConfig.from_dict({"judge": {**base, **settings}}))
@@ -52,28 +58,30 @@ def test_rubrics(tmp_path):
         load_rubric(str(tmp_path / "missing.txt"))
 
 
-def test_every_scripted_behaviour_gives_a_number_or_the_fallback(server):
-    j = judge(server.url, timeout=0.5, retries=1)
-    responses = ["plain [[json]]", "[[prose]]", "[[garbage]]", "[[500]]", "[[429-then-ok]]", "[[slow]]", "[[400]]"]
+def test_every_scripted_behaviour_gives_a_number_or_the_fallback(server, transport):
+    j = judge(server.url, timeout=0.5, retries=1, transport=transport)
+    responses = [f"plain [[json]] {transport}", "[[prose]]", "[[garbage]]", "[[500]]", f"[[429-then-ok]] {transport}",
+                 "[[slow]]", "[[400]]"]
+    before = dict(server.counts)
     scores, failed = j.judge_many(["task"] * len(responses), responses)
     assert scores == pytest.approx([0.7, 0.8, 0.5, 0.5, 0.7, 0.5, 0.5])  # fallback_score 0.5 where it failed
     assert failed == [False, False, True, True, False, True, True]
-    assert server.counts["500"] == 2 and server.counts["slow"] == 2  # the first try and one retry
-    assert server.counts["400"] == 1  # a client error is not retried
+    calls = {k: server.counts[k] - before.get(k, 0) for k in ("500", "slow", "400", "429-then-ok")}
+    assert calls == {"500": 2, "slow": 2, "400": 1, "429-then-ok": 2}  # a client error is not retried
     assert j.stats.failures == 4 and j.stats.parse_failures == 1 and j.stats.failure_rate == pytest.approx(4 / 7)
 
 
-def test_connection_refused_falls_back_and_mask_gives_none():
-    j = judge(refused_url(), retries=1, fallback="mask")
+def test_connection_refused_falls_back_and_mask_gives_none(transport):
+    j = judge(refused_url(), retries=1, fallback="mask", transport=transport)
     scores, failed = j.judge_many(["t", "t"], ["a", "b"])
     assert scores == [None, None] and failed == [True, True] and j.stats.retries == 2
 
 
-def test_breaker_opens_after_consecutive_failures_and_logs_once(server, caplog):
-    j = judge(server.url, retries=0, breaker_failures=3, breaker_cooldown=60)
+def test_breaker_opens_after_consecutive_failures_and_logs_once(server, caplog, transport):
+    j = judge(server.url, retries=0, breaker_failures=3, breaker_cooldown=60, transport=transport)
     with caplog.at_level(logging.ERROR, logger="openrlhf_novelty.judge"):
         for i in range(6):  # one at a time, so the order of failures is fixed
-            j.judge_many(["t"], [f"[[500]] breaker {i}"])
+            j.judge_many(["t"], [f"[[500]] breaker {transport} {i}"])
     assert server.counts["500"] >= 3 and j.stats.breaker_opens == 1 and j.stats.breaker_skips == 3
     opened = [r for r in caplog.records if "skipping it for 60 s" in r.getMessage()]
     assert len(opened) == 1 and server.url in opened[0].getMessage()
@@ -111,16 +119,17 @@ def test_safe_from_many_threads_at_once(server):
     assert results == {i: pytest.approx((i % 10) / 10) for i in range(32)}
 
 
-def test_health_check_names_the_dead_endpoint(server):
-    judge(server.url).health_check()  # a live one passes
+def test_health_check_names_the_dead_endpoint(server, transport):
+    judge(server.url, transport=transport).health_check()  # a live one passes
     url = refused_url()
     with pytest.raises(JudgeUnavailable, match=f"judge endpoint {url} .* does not answer"):
-        judge(url, retries=0).health_check()
+        judge(url, retries=0, transport=transport).health_check()
 
 
-def test_api_key_never_appears_in_logs(server, monkeypatch, caplog):
+def test_api_key_never_appears_in_logs(server, monkeypatch, caplog, transport):
     monkeypatch.setenv("NOVELTY_TEST_KEY", "sk-planted-secret-123")
-    j = judge(f"{server.url},{refused_url()}", api_key_env="NOVELTY_TEST_KEY", retries=1, breaker_failures=1)
+    j = judge(f"{server.url},{refused_url()}", api_key_env="NOVELTY_TEST_KEY", retries=1, breaker_failures=1,
+              transport=transport)
     with caplog.at_level(logging.DEBUG):
         j.judge_many(["t"] * 3, ["[[500]] key", "[[json]] key", "[[garbage]] key"])
     assert "sk-planted-secret-123" not in caplog.text
