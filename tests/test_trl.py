@@ -1,5 +1,6 @@
 """The TRL adapter: the reward function on hand-made batches, and a real GRPOTrainer driving it."""
 
+import json
 import math
 import os
 import sys
@@ -46,12 +47,15 @@ def test_reward_is_the_formula_on_a_conversational_batch(embedder):
     assert metrics["novelty/format"] == 0.75 and metrics["novelty/failures"] == 0.0
 
 
+SPLIT_PROMPTS = ["p1"] * 3 + ["p2"] * 3
+SPLIT_COMPLETIONS = ["HYP: Rain makes people stay home and post more.", "HYP: Rain makes people post more.",
+                     "HYP: Cats dislike water.", "HYP: Volcanoes enrich soil.", "HYP: Ash makes soil fertile.",
+                     "HYP: Octopuses taste with their arms."]
+
+
 def test_a_group_split_across_two_processes_scores_as_in_one(embedder):
     """6 samples in groups of 3 over two ranks of 4 and 2: the second group straddles them."""
-    prompts = ["p1"] * 3 + ["p2"] * 3
-    completions = ["HYP: Rain makes people stay home and post more.", "HYP: Rain makes people post more.",
-                   "HYP: Cats dislike water.", "HYP: Volcanoes enrich soil.", "HYP: Ash makes soil fertile.",
-                   "HYP: Octopuses taste with their arms."]
+    prompts, completions = SPLIT_PROMPTS, SPLIT_COMPLETIONS
     single = func(embedder)
     single.num_generations = 3
     expected = single(prompts, completions)
@@ -78,6 +82,28 @@ def test_a_group_split_across_two_processes_scores_as_in_one(embedder):
     for t in threads:
         t.join()
     assert results[0] + results[1] == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_same_split_over_two_real_processes_gathers_through_torch_distributed(embedder, tmp_path):
+    """Two real ranks (torch.distributed.run, gloo on CPU, accelerate's gather_object) get the one-process rewards."""
+    import socket
+    import subprocess
+
+    single = func(embedder)
+    single.num_generations = 3
+    expected = single(SPLIT_PROMPTS, SPLIT_COMPLETIONS)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", port, os.path.join(root, "tests", "trl_split_worker.py"),
+                          str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2] and [r["failures"] for r in ranks] == [0, 0]
+    assert ranks[0]["rewards"] + ranks[1]["rewards"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_task_functions_gate_novelty_and_a_failing_one_falls_back(embedder):
