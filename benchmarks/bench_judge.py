@@ -53,10 +53,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--sequential-samples", type=int, default=50)
     ap.add_argument("--pin", action="store_true", help="endpoint on the last core, client on the others")
+    ap.add_argument("--transport", nargs="+", default=["aiohttp", "openai"], help="judge.transport values to measure")
     args = ap.parse_args()
-
-    from openrlhf_novelty.config import NoveltyConfig
-    from openrlhf_novelty.judge import Judge
 
     queue = mp.Queue()
     proc = mp.Process(target=serve, args=(args.latency, queue), daemon=True)
@@ -69,29 +67,39 @@ def main() -> None:
     try:
         print(f"endpoint latency {args.latency * 1000:.0f} ms, {args.samples} judgments, {os.cpu_count()} cores"
               f"{', endpoint pinned to its own core' if args.pin else ''}")
-        rates = {}
-        for c in [1, *args.concurrency]:
-            n = args.sequential_samples if c == 1 else args.samples
-            j = Judge(NoveltyConfig.from_dict({"judge": {"base_url": url, "model": "m", "concurrency": c,
-                                                         "cache_size": 0}}))
-            j.judge_many(["warm"], ["up"])
-            responses = [f"response {c}-{i}" for i in range(n)]
-            t0 = time.perf_counter()
-            if c == 1:  # the prototype's way: one blocking call per sample
-                for r in responses:
-                    j.judge_many(["task"], [r])
-            else:
-                j.judge_many(["task"] * n, responses)
-            dt = time.perf_counter() - t0
-            j.close()
-            rates[c] = n / dt
-            ideal = c / args.latency
-            print(f"concurrency {c:>3}: {n} in {dt:6.2f} s = {rates[c]:7.1f}/s, ideal {ideal:6.0f}/s, "
-                  f"ratio {rates[c] / ideal:.2f}, failures {j.stats.failures}")
-        for c in args.concurrency:
-            print(f"speed-up at concurrency {c} over one sample at a time: {rates[c] / rates[1]:.1f}x")
+        for transport in args.transport:
+            print(f"judge.transport = {transport}")
+            measure(url, args, transport)
     finally:
         proc.terminate()
+
+
+def measure(url: str, args, transport: str) -> None:
+    """Throughput at each concurrency with one judge.transport, and the speed-up over one call at a time."""
+    from openrlhf_novelty.config import NoveltyConfig
+    from openrlhf_novelty.judge import Judge
+
+    rates = {}
+    for c in [1, *args.concurrency]:
+        n = args.sequential_samples if c == 1 else args.samples
+        j = Judge(NoveltyConfig.from_dict({"judge": {"base_url": url, "model": "m", "concurrency": c,
+                                                     "cache_size": 0, "transport": transport}}))
+        j.judge_many(["warm"], ["up"])
+        responses = [f"response {c}-{i}" for i in range(n)]
+        t0 = time.perf_counter()
+        if c == 1:  # the prototype's way: one blocking call per sample
+            for r in responses:
+                j.judge_many(["task"], [r])
+        else:
+            j.judge_many(["task"] * n, responses)
+        dt = time.perf_counter() - t0
+        j.close()
+        rates[c] = n / dt
+        ideal = c / args.latency
+        print(f"concurrency {c:>3}: {n} in {dt:6.2f} s = {rates[c]:7.1f}/s, ideal {ideal:6.0f}/s, "
+              f"ratio {rates[c] / ideal:.2f}, failures {j.stats.failures}")
+    for c in args.concurrency:
+        print(f"speed-up at concurrency {c} over one sample at a time: {rates[c] / rates[1]:.1f}x")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Memory over a long run: 100,000 samples through the streaming reward (the path with the most state).
 
-Every sample is new text for one of 20,000 prompts, so every bounded structure fills and must stay at its bound: the
+Every sample is a new short text for one of 20,000 prompts, so every bounded structure fills and must stay at its bound: the
 archive (archive.size), the per-prompt sibling memory (stream.max_prompts), the pending RND batch, and with --judge
 the judge's LRU cache (judge.cache_size, against a loopback fake endpoint). Resident memory is sampled every 10,000
 samples; the figure is its growth after the first 20,000 (once every structure is full).
@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_reward import make_texts  # noqa: E402
+from bench_reward import FEATURES  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -53,7 +53,6 @@ def main() -> int:
         settings["judge"].update(base_url=fake.url, model="fake")
     remote = RemoteReward(NoveltyConfig.from_dict(settings))
     rng = random.Random(0)
-    texts = make_texts(50_000, 1)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.samples} samples, "
           f"{args.per_call} per call{', judged' if args.judge else ''}")
     print(f"{'samples':>9} {'RSS MB':>8} {'archive':>8} {'prompts':>8} {'pending':>8} {'judge cache':>12} {'s':>6}")
@@ -63,7 +62,8 @@ def main() -> int:
         for _ in range(args.per_call):
             p = f"Task {rng.randrange(20000)}: propose a hypothesis.\n"
             prompts.append(p)
-            queries.append(p + f"HYP: {texts[done % len(texts)]} (variant {done})")
+            # Short texts (the encoder's cost is not what this measures), every one of them new.
+            queries.append(p + f"HYP: tweets that {rng.choice(FEATURES)} win, case {done}")
             done += 1
         out = remote(queries, prompts, None)
         assert not any(out["extra_logs"]["novelty/error"]), "a reward call failed"

