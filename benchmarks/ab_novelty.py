@@ -211,8 +211,46 @@ def main(argv=None) -> int:
     print(f"{'run':<28}" + "".join(f"{k:>19}" for k in keys))
     for name, r in report.items():
         print(f"{name:<28}" + "".join(f"{r['overall'].get(k, float('nan')):>19.3f}" for k in keys))
+    extra = {name: degeneration(path) for name, path in runs.items()}
+    with open(os.path.join(args.out, "report", "degeneration.json"), "w") as fh:
+        json.dump(extra, fh, indent=1)
+    print("\nWhat the judge stand-in cannot see: length, degenerate answers, and clusters at looser thresholds")
+    print(f"{'run':<28}{'mean words':>12}{'degenerate':>12}" + "".join(f"{'clusters@' + str(t):>15}" for t in THRESHOLDS))
+    for name, e in extra.items():
+        print(f"{name:<28}{e['mean_words']:>12.1f}{e['degenerate']:>12.2f}"
+              + "".join(f"{e['clusters'][str(t)]:>15.2f}" for t in THRESHOLDS))
     print(f"total {time.time() - start:.0f} s")
     return 0
+
+
+THRESHOLDS = (0.85, 0.75, 0.65, 0.55)
+
+
+def degeneration(path: str) -> dict:
+    """Mean words per answer, the share of degenerate answers (under 4 words, or one word making up a third of it,
+    at least 4 times: 'HIP- HIP- HIP- ...'), and semantic clusters per prompt at several similarity thresholds."""
+    from collections import Counter
+
+    from openrlhf_novelty.embed import Embedder
+    from openrlhf_novelty.evaluate import read_generations
+    from openrlhf_novelty.metrics import semantic_clusters
+    from openrlhf_novelty.text import extract
+
+    groups = read_generations(path)
+    answers = [r["response"] for rows in groups.values() for r in rows]
+    words = [a.split() for a in answers]
+
+    def degenerate(w):
+        return len(w) < 4 or Counter(w).most_common(1)[0][1] >= max(4, len(w) // 3)
+
+    embedder = Embedder()
+    clusters = {}
+    for t in THRESHOLDS:
+        per_prompt = [semantic_clusters(embedder.encode([extract(r["response"], PATTERN, "whole")[0] for r in rows]), t)
+                      for rows in groups.values()]
+        clusters[str(t)] = sum(per_prompt) / len(per_prompt)
+    return {"mean_words": sum(map(len, words)) / len(words), "degenerate": sum(map(degenerate, words)) / len(words),
+            "clusters": clusters}
 
 
 if __name__ == "__main__":
