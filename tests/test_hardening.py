@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -140,7 +141,11 @@ def post(url, data: bytes):
     batches().map(lambda b: json.dumps({"query": b[0], "prompts": b[1], "labels": b[2]}).encode()),
 ))
 def test_server_answers_anything_with_a_json_2xx_or_4xx(server, body):
-    status, payload = post(server.url + "/reward", body)
+    try:
+        status, payload = post(server.url + "/reward", body)
+    except urllib.error.URLError:  # over the size limit the server answers 413 and closes before reading the body,
+        assert len(body) > server.max_body  # so a client still sending may see the reset instead of the 413
+        return
     assert status in (200, 400, 413), payload
     if status == 200:
         assert all(math.isfinite(r) for r in payload["rewards"])

@@ -96,6 +96,15 @@ def test_identical_pairs_are_judged_once(server):
     assert server.counts["score-3"] - before == 1 and j.stats.cache_hits >= 3
 
 
+def test_the_judgment_cache_stays_at_its_size(server):
+    j = judge(server.url, cache_size=3)
+    j.judge_many(["t"] * 10, [f"[[score-{i}]] lru" for i in range(10)])
+    assert len(j._cache) == 3  # the three most recent; a long run cannot grow it
+    before = server.counts["score-9"]
+    j.judge_many(["t"], ["[[score-9]] lru"])
+    assert server.counts["score-9"] == before  # still cached
+
+
 def test_several_endpoints_are_averaged(server):
     with FakeOpenAI() as other:
         j = judge(f"{server.url},{other.url}")
