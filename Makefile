@@ -19,7 +19,7 @@ install-openrlhf: install
 	$(PY) -m pip install -q $(OPENRLHF_CPU_DEPS)
 	$(PY) -m pip install -q --no-deps torchdata openrlhf==0.11.2
 
-# The whole pipeline on SmolLM2-135M on CPU (~6 min on 2 cores): generate, judge, score with RND between steps, report.
+# The whole pipeline on SmolLM2-135M on CPU (~5 min on 2 cores): generate, judge, score with RND between steps, report.
 demo: install
 	$(PY) -m openrlhf_novelty.cli demo --output-dir runs/demo
 
