@@ -126,7 +126,7 @@ class NoveltyConfig:
     judge_local_scoring: Literal["generate", "probability"] = _f(
         "generate", "local judge: generate = write a reply and parse its score; probability = one forward pass "
         "reading the next-token distribution after '{\"score\": ' (expected digit / 9): never unparsable, "
-        "far faster, the way to get a usable signal from a small model")
+        "no decoding, the way to get a usable signal from a small model")
     judge_rubric: str = _f("soundness", "soundness, hypothesis, or a path to a template with {prompt} and "
                            "{response}")
     judge_temperature: float = _f(0.0, "sampling temperature of the judge", 0, 2)
