@@ -146,20 +146,22 @@ def train_arm(arm: str, args, train_prompts: list[str]) -> str:
     return final
 
 
-def evaluate_all(args, heldout: list[str], runs: dict[str, str]) -> dict:
-    from openrlhf_novelty.config import NoveltyConfig
+def evaluate_all(args, runs: dict[str, str]) -> tuple[dict, dict]:
+    """The eval suite's report for every run, plus what the stand-in judge cannot see (``degeneration``)."""
+    from openrlhf_novelty.embed import Embedder
     from openrlhf_novelty.evaluate import evaluate_run, read_generations, write_report
     from openrlhf_novelty.judge import Judge
-    from openrlhf_novelty.reward import NoveltyReward
 
     cfg = reward_config(0.0, 0, base_model_dir(args.out))
-    judge = Judge(cfg)
-    embedder = NoveltyReward(NoveltyConfig()).embedder
-    report = {name: evaluate_run(read_generations(path), embedder, cfg, args.cluster_threshold, judge=judge)
-              for name, path in runs.items()}
+    judge, embedder = Judge(cfg), Embedder()
+    groups = {name: read_generations(path) for name, path in runs.items()}
+    report = {name: evaluate_run(g, embedder, cfg, args.cluster_threshold, judge=judge) for name, g in groups.items()}
     paths = write_report(report, os.path.join(args.out, "report"))
+    extra = {name: degeneration(g, embedder, cfg) for name, g in groups.items()}
+    with open(os.path.join(args.out, "report", "degeneration.json"), "w") as fh:
+        json.dump(extra, fh, indent=1)
     print("report:", paths[1])
-    return report
+    return report, extra
 
 
 def main(argv=None) -> int:
@@ -205,15 +207,12 @@ def main(argv=None) -> int:
         base.load()
         model, tok = PeftModel.from_pretrained(base.model, final), base.tokenizer
         generate_eval(model, tok, heldout, args.eval_k, args.max_new_tokens, args.seed, runs[name])
-    report = evaluate_all(args, heldout, runs)
+    report, extra = evaluate_all(args, runs)
     keys = ("semantic_clusters", "vendi_embedding", "pairwise_distance", "distinct_2", "self_bleu", "format",
             "soundness")
     print(f"{'run':<28}" + "".join(f"{k:>19}" for k in keys))
     for name, r in report.items():
         print(f"{name:<28}" + "".join(f"{r['overall'].get(k, float('nan')):>19.3f}" for k in keys))
-    extra = {name: degeneration(path) for name, path in runs.items()}
-    with open(os.path.join(args.out, "report", "degeneration.json"), "w") as fh:
-        json.dump(extra, fh, indent=1)
     print("\nWhat the judge stand-in cannot see: length, degenerate answers, and clusters at looser thresholds")
     print(f"{'run':<28}{'mean words':>12}{'degenerate':>12}" + "".join(f"{'clusters@' + str(t):>15}" for t in THRESHOLDS))
     for name, e in extra.items():
@@ -226,29 +225,23 @@ def main(argv=None) -> int:
 THRESHOLDS = (0.85, 0.75, 0.65, 0.55)
 
 
-def degeneration(path: str) -> dict:
+def degeneration(groups, embedder, cfg) -> dict:
     """Mean words per answer, the share of degenerate answers (under 4 words, or one word making up a third of it,
     at least 4 times: 'HIP- HIP- HIP- ...'), and semantic clusters per prompt at several similarity thresholds."""
     from collections import Counter
 
-    from openrlhf_novelty.embed import Embedder
-    from openrlhf_novelty.evaluate import read_generations
     from openrlhf_novelty.metrics import semantic_clusters
-    from openrlhf_novelty.text import extract
+    from openrlhf_novelty.text import clean_text, extract
 
-    groups = read_generations(path)
-    answers = [r["response"] for rows in groups.values() for r in rows]
-    words = [a.split() for a in answers]
+    words = [r["response"].split() for rows in groups.values() for r in rows]
 
     def degenerate(w):
         return len(w) < 4 or Counter(w).most_common(1)[0][1] >= max(4, len(w) // 3)
 
-    embedder = Embedder()
-    clusters = {}
-    for t in THRESHOLDS:
-        per_prompt = [semantic_clusters(embedder.encode([extract(r["response"], PATTERN, "whole")[0] for r in rows]), t)
-                      for rows in groups.values()]
-        clusters[str(t)] = sum(per_prompt) / len(per_prompt)
+    # The texts the eval suite embeds (extracted the same way), encoded once per prompt for every threshold.
+    embs = [embedder.encode([extract(clean_text(r["response"], cfg.extract_strip_tokens), cfg.extract_pattern,
+                                     cfg.extract_fallback)[0] for r in rows]) for rows in groups.values()]
+    clusters = {str(t): sum(semantic_clusters(e, t) for e in embs) / len(embs) for t in THRESHOLDS}
     return {"mean_words": sum(map(len, words)) / len(words), "degenerate": sum(map(degenerate, words)) / len(words),
             "clusters": clusters}
 

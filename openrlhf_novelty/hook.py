@@ -59,13 +59,6 @@ class NoveltyHook:
             out.append(task_to_unit(self.config, v) if v == v else None)
         return out
 
-    def logged_keys(self) -> list[str]:
-        """The novelty components written into every sample's info; fixed by the config, failure or not."""
-        cfg = self.config
-        weights = (("rnd", cfg.rnd_weight), ("diversity", cfg.diversity_weight), ("archive", cfg.archive_weight),
-                   ("bank", cfg.bank_weight if self.model.bank_texts else 0.0))
-        return [k for k, w in weights if w > 0] + ["novelty", "gate"]
-
     def apply(self, samples) -> None:
         """Score the batch, write rewards / info (or keep the bonus for the advantages), update RND once.
 
@@ -73,7 +66,7 @@ class NoveltyHook:
         0, no RND update), ``novelty/error`` is 1 on every sample, and it is counted and logged."""
         if not samples:
             return
-        logged = self.logged_keys()
+        logged = self.model.novelty_terms() + ["novelty", "gate"]  # fixed by the config, failure or not
         try:
             if len(samples) % self.n:
                 raise ValueError(f"{len(samples)} rollout samples do not split into groups of {self.n}")
@@ -112,15 +105,10 @@ class NoveltyHook:
         self.last_stats[PREFIX + "failures"] = float(self.failures)
 
     def save(self, path: str) -> bool:
-        """Save the novelty state atomically; a failure (disk full, read-only) is logged, never raised: the
-        previous file stays intact and training goes on."""
-        try:
-            self.model.save(path)
-            return True
-        except Exception:
-            self.failures += 1
-            logger.exception("novelty state could not be saved to %s; the previous file (if any) is intact", path)
-            return False
+        """Save the novelty state; a failure is logged and counted, never raised (``NoveltyReward.try_save``)."""
+        saved = self.model.try_save(path)
+        self.failures += not saved
+        return saved
 
     def add_bonus_to_advantages(self, experiences) -> None:
         """Advantage mode: add each sample's bonus to its (already group-normalized) advantages on action tokens."""

@@ -287,24 +287,23 @@ class Judge:
             self.stats.judged += len(todo)
         got: dict[bytes, float | None] = {}
         items = list(todo.items())
+        probability = self.config.judge_local_scoring == "probability"
+        n = 1 if probability else self.config.judge_samples  # reading probabilities is deterministic
         for start in range(0, len(items), chunk):
             part = items[start:start + chunk]
-            probability = self.config.judge_local_scoring == "probability"
-            n = 1 if probability else self.config.judge_samples
+            texts = [t for _, t in part]
             try:
-                if probability:  # expected digit / 9, always readable: a "reply" the parser maps back to it
-                    replies = [[f'{{"score": {10 * e / 9:.4f}}}']
-                               for e in self.local.digit_expectation([t for _, t in part], PROBABILITY_PREFIX)]
+                if probability:  # the expected score digit, always readable: soundness = digit / 9
+                    readings = [[e / 9] for e in self.local.digit_expectation(texts, PROBABILITY_PREFIX)]
                 else:
-                    replies = self.local.sample([t for _, t in part], n, self.config.judge_max_tokens,
-                                                self.config.judge_temperature)
+                    replies = self.local.sample(texts, n, self.config.judge_max_tokens, self.config.judge_temperature)
+                    readings = [[parse_score(r) for r in reps] for reps in replies]
             except Exception:
                 logger.exception("local judge failed on %d samples; they get the fallback", len(part))
-                replies = [[""] * n for _ in part]
+                readings = [[None] * n for _ in part]
             with self._lock:
                 self.stats.requests += len(part) * n
-            for (key, _), reps in zip(part, replies):
-                parsed = [parse_score(r) for r in reps]
+            for (key, _), parsed in zip(part, readings):
                 ok = [x for x in parsed if x is not None]
                 with self._lock:
                     self.stats.parse_failures += len(parsed) - len(ok)
@@ -362,7 +361,7 @@ class Judge:
             self.stats.judged += 1
         text = render(self.template, prompt, response)
         scores = []
-        for source in (self.endpoints or ["local"]):
+        for source in self.endpoints:  # a local judge never comes here: ajudge_many batches it
             for _ in range(self.config.judge_samples):
                 s = await self._score_with_retries(source, text)
                 if s is not None:
@@ -423,15 +422,12 @@ class Judge:
                          self.config.judge_breaker_cooldown)
 
     async def _request(self, source: str, text: str, max_tokens: int) -> str:
-        if source == "local":
-            return await asyncio.to_thread(self.local.reply, text, self.config.judge_max_tokens,
-                                           self.config.judge_temperature)
         if self._semaphore is None:
             self._semaphore = asyncio.Semaphore(self.config.judge_concurrency)
         async with self._semaphore:
-            # The client's low-level post (its auth, base URL, headers, timeout, error classes) with a plain body:
-            # chat.completions.create spends ~2 ms of CPU per call walking its typed params and ~1 ms building a
-            # response model we read one field of, which capped a 2-core node near 350 judgments/s at 64 in flight.
+            # A plain body and a plain dict back on both transports: the openai client's chat.completions.create
+            # spends ~2 ms of CPU per call walking its typed params and ~1 ms building a response model we read one
+            # field of, which capped a 2-core node near 350 judgments/s at 64 in flight; its low-level post does not.
             body = {"model": self.config.judge_model, "messages": [{"role": "user", "content": text}],
                     "temperature": self.config.judge_temperature, "max_tokens": max_tokens}
             async with _deadline(self.config.judge_timeout):

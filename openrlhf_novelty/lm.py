@@ -70,6 +70,13 @@ class ChatLM:
             self.tokenizer = tok
             self.model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).to(self.device).eval()
 
+    def _chat_batch(self, user_messages: list[str], answer_prefix: str = ""):
+        """The messages as one left-padded batch, each in the chat template with the assistant's turn opened."""
+        tok = self.tokenizer
+        texts = [tok.apply_chat_template([{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True)
+                 + answer_prefix for m in user_messages]
+        return tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+
     def sample(self, user_messages: list[str], n: int = 1, max_new_tokens: int = 128, temperature: float = 1.0,
                top_p: float = 1.0) -> list[list[str]]:
         """``n`` replies to each user message (chat template applied), greedy when temperature is 0."""
@@ -77,10 +84,8 @@ class ChatLM:
 
         self.load()
         tok = self.tokenizer
-        texts = [tok.apply_chat_template([{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True)
-                 for m in user_messages]
         with self._lock:
-            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            batch = self._chat_batch(user_messages)
             sampling = temperature > 0
             with torch.no_grad():
                 out = self.model.generate(
@@ -97,15 +102,12 @@ class ChatLM:
         import torch
 
         self.load()
-        tok = self.tokenizer
-        digits = [tok.encode(str(d), add_special_tokens=False) for d in range(10)]
-        if any(len(ids) != 1 for ids in digits):
-            raise ConfigError(f"{self.path}: its tokenizer splits single digits; use judge.local_scoring generate")
-        digit_ids = torch.tensor([ids[0] for ids in digits])
-        texts = [tok.apply_chat_template([{"role": "user", "content": m}], tokenize=False, add_generation_prompt=True)
-                 + answer_prefix for m in user_messages]
         with self._lock:
-            batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            batch = self._chat_batch(user_messages, answer_prefix)
+            digits = [self.tokenizer.encode(str(d), add_special_tokens=False) for d in range(10)]
+            if any(len(ids) != 1 for ids in digits):
+                raise ConfigError(f"{self.path}: its tokenizer splits single digits; use judge.local_scoring generate")
+            digit_ids = torch.tensor([ids[0] for ids in digits])
             with torch.no_grad():
                 logits = self.model(**batch).logits[:, -1, :]  # left padding: the last position is every row's
         probs = torch.softmax(logits.float()[:, digit_ids.to(logits.device)], dim=-1).cpu()

@@ -134,11 +134,7 @@ class RemoteReward:
         if self.task_func is not None and cfg.reward_task_weight > 0:
             keys.append("task")
         if self.streaming:
-            keys += [k for k, w in (("rnd", cfg.rnd_weight), ("diversity", cfg.diversity_weight),
-                                    ("archive", cfg.archive_weight), ("bank", cfg.bank_weight)) if w > 0]
-            if "bank" in keys and not self.model.bank_texts:
-                keys.remove("bank")
-            keys += ["novelty", "gate"]
+            keys += self.model.novelty_terms() + ["novelty", "gate"]
         keys += ["masked", "error"]
         return [PREFIX + k for k in keys]
 

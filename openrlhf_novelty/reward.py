@@ -130,6 +130,13 @@ class NoveltyReward:
         self._ensure_built(self.embedder.dim)
         return self._archive
 
+    def novelty_terms(self) -> list[str]:
+        """The novelty terms ``score`` computes under this config, in order: what adapters log, fixed per run."""
+        cfg = self.config
+        on = (("rnd", cfg.rnd_weight > 0), ("diversity", cfg.diversity_weight > 0),
+              ("archive", cfg.archive_weight > 0), ("bank", bool(self.bank_texts)))
+        return [k for k, enabled in on if enabled]
+
     def extract_texts(self, responses: list[str]) -> tuple[list[str], list[bool]]:
         cfg = self.config
         texts, matched = [], []
@@ -303,6 +310,16 @@ class NoveltyReward:
 
     def save(self, path: str | os.PathLike) -> None:
         save_atomic(self.state_dict(), path)
+
+    def try_save(self, path: str | os.PathLike) -> bool:
+        """``save`` for training loops: a failure (disk full, read-only) is logged, not raised; the previous file
+        stays intact (the write is atomic) and training goes on."""
+        try:
+            self.save(path)
+            return True
+        except Exception:
+            logger.exception("novelty state could not be saved to %s; the previous file (if any) is intact", path)
+            return False
 
     def load(self, path: str | os.PathLike) -> None:
         self.load_state_dict(load_state(path))

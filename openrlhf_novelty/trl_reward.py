@@ -138,16 +138,16 @@ class NoveltyRewardFunc:
                 out = f(prompts=prompts, completions=completions, completion_ids=completion_ids, **kwargs)
                 if len(out) != len(completions):
                     raise ValueError(f"{len(out)} rewards for {len(completions)} completions")
-                for i, v in enumerate(out):
-                    v = float(v) if v is not None else 0.0
-                    total[i] += v if math.isfinite(v) else 0.0
+                values = [float(v) if v is not None else 0.0 for v in out]  # all or nothing: no partial sums
             except Exception:
                 self._failed(f"task function {getattr(f, '__name__', f)!r}")
+                continue
+            total = [t + (v if math.isfinite(v) else 0.0) for t, v in zip(total, values)]
         return total
 
-    def _failed(self, what: str, then: str = "falling back for this batch") -> None:
+    def _failed(self, what: str) -> None:
         self.failures += 1
-        logger.exception("novelty reward: %s failed (failure %d); %s", what, self.failures, then)
+        logger.exception("novelty reward: %s failed (failure %d); falling back for this batch", what, self.failures)
 
     # -- what the callback drives
     def update(self) -> None:
@@ -166,13 +166,10 @@ class NoveltyRewardFunc:
                 self._log_metric(f"novelty/{k}", float(v))
 
     def save(self, path: str) -> bool:
-        """Save atomically; a failure (disk full, read-only) is counted and logged, never raised."""
-        try:
-            self.model.save(path)
-            return True
-        except Exception:
-            self._failed(f"saving the novelty state to {path}", "the previous file (if any) is intact")
-            return False
+        """Save the novelty state; a failure is logged and counted, never raised (``NoveltyReward.try_save``)."""
+        saved = self.model.try_save(path)
+        self.failures += not saved
+        return saved
 
     def load(self, path: str) -> None:
         self.model.load(path)
