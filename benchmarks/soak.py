@@ -71,8 +71,8 @@ def main() -> int:
             mark = rss_mb()
             marks[done] = mark
             cache = len(remote.model.judge._cache) if remote.model.judge else 0
-            print(f"{done:>9} {mark:>8.0f} {len(remote.model.archive):>8} {len(remote._siblings):>8} "
-                  f"{len(remote._pending):>8} {cache:>12} {time.time() - start:>6.0f}", flush=True)
+            print(f"{done:>9} {mark:>8.0f} {len(remote.model.archive):>8} {len(remote.stream._siblings):>8} "
+                  f"{len(remote.stream._pending):>8} {cache:>12} {time.time() - start:>6.0f}", flush=True)
     base = next((v for k, v in marks.items() if k >= 20_000), None)
     if base is not None:
         print(f"RSS growth after 20k samples: {100 * (rss_mb() - base) / base:+.1f}% ({base:.0f} -> {rss_mb():.0f} MB)")

@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import sys
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig, reference_markdown
@@ -51,17 +50,8 @@ def read_rollouts(path: str, group_size: int) -> list[dict]:
     return rows
 
 
-def summary_table(step: int, components: dict[str, list[float]]) -> str:
-    lines = [f"step {step}: {len(components['reward'])} samples",
-             f"  {'component':<12} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
-    for name, values in components.items():
-        std = statistics.pstdev(values) if len(values) > 1 else 0.0
-        lines.append(f"  {name:<12} {statistics.fmean(values):>9.4f} {std:>9.4f} {min(values):>9.4f} "
-                     f"{max(values):>9.4f}")
-    return "\n".join(lines)
-
-
 def cmd_score(args: argparse.Namespace) -> int:
+    from openrlhf_novelty.evaluate import summary_table
     from openrlhf_novelty.reward import NoveltyReward
 
     if args.group_size < 1 or args.batch_groups < 1:

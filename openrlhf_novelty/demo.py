@@ -15,7 +15,7 @@ import time
 from importlib import resources
 
 from openrlhf_novelty.config import NoveltyConfig
-from openrlhf_novelty.evaluate import evaluate_run, write_report
+from openrlhf_novelty.evaluate import evaluate_run, summary_table, write_report
 from openrlhf_novelty.lm import ChatLM
 from openrlhf_novelty.reward import NoveltyReward
 
@@ -44,7 +44,6 @@ def run_demo(out_dir: str, steps: int = 3, prompts_per_step: int = 4, k: int = 8
     import torch
     from tqdm import tqdm
 
-    from openrlhf_novelty.cli import summary_table
 
     start = time.time()
     torch.manual_seed(seed)

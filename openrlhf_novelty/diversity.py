@@ -11,27 +11,38 @@ import hashlib
 import torch
 
 
-def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85) -> torch.Tensor:
+def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85,
+                    eligible: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
 
-    mean: mean distance to the n-1 siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
+    mean: mean distance to the siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
     otherwise varied group). partition: siblings with cosine >= threshold are linked, linked samples form clusters
     (transitively), and diversity is the share of siblings outside the sample's cluster (DARLING's rule).
-    A group of one has no siblings and scores 0.
+    ``eligible`` [groups, n] (default all): only eligible samples count as siblings -- an empty or failed answer is
+    not an idea, and counting its distance would pay the others for their siblings' failures. A sample with no
+    eligible sibling scores 0. This is the one implementation: the hook, the streaming reward and TRL all call it.
     """
     g, n, _ = emb.shape
-    if n < 2:
-        return emb.new_zeros(g, n)
-    sims = emb @ emb.transpose(1, 2)
+    if eligible is None:
+        eligible = torch.ones(g, n, dtype=torch.bool, device=emb.device)
+    eligible = eligible.to(emb.device).bool()
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
+    sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
+    count = sibling.sum(-1)
+    sims = emb @ emb.transpose(1, 2)
     if mode == "partition":
-        return (n - same_cluster(sims, threshold).sum(-1)).float() / (n - 1)
-    dist = (1.0 - sims).clamp(0.0, 1.0)
-    if mode == "min":
-        return dist.masked_fill(eye, float("inf")).min(-1).values
-    if mode == "mean":
-        return dist.masked_fill(eye, 0.0).sum(-1) / (n - 1)
-    raise ValueError(f"diversity mode must be mean, min or partition, got {mode!r}")
+        linked = (sims >= threshold) & eligible[:, :, None] & eligible[:, None, :]
+        outside = sibling & ~same_cluster(torch.where(linked, 1.0, -1.0), 0.0)
+        out = outside.sum(-1).float() / count.clamp(min=1)
+    elif mode in ("mean", "min"):
+        dist = (1.0 - sims).clamp(0.0, 1.0)
+        if mode == "min":
+            out = dist.masked_fill(~sibling, float("inf")).min(-1).values
+        else:
+            out = dist.masked_fill(~sibling, 0.0).sum(-1) / count.clamp(min=1)
+    else:
+        raise ValueError(f"diversity mode must be mean, min or partition, got {mode!r}")
+    return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

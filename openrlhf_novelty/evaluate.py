@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections import OrderedDict
 
 from openrlhf_novelty.config import NoveltyConfig
@@ -151,3 +152,14 @@ def write_plots(runs: dict[str, dict], out_dir: str) -> list[str]:
     fig.savefig(paths[-1])
     plt.close(fig)
     return paths
+
+
+def summary_table(step: int, components: dict[str, list[float]]) -> str:
+    """One scored step as a table: mean / std / min / max of every reward component."""
+    lines = [f"step {step}: {len(components['reward'])} samples",
+             f"  {'component':<12} {'mean':>9} {'std':>9} {'min':>9} {'max':>9}"]
+    for name, values in components.items():
+        std = statistics.pstdev(values) if len(values) > 1 else 0.0
+        lines.append(f"  {name:<12} {statistics.fmean(values):>9.4f} {std:>9.4f} {min(values):>9.4f} "
+                     f"{max(values):>9.4f}")
+    return "\n".join(lines)

@@ -11,17 +11,21 @@ put in ``scores``. Evaluation rollouts never pass through here.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.remote import PREFIX
-from openrlhf_novelty.reward import NoveltyReward, task_to_unit
+from openrlhf_novelty.remote import quality_log_keys
+from openrlhf_novelty.reward import PREFIX, NoveltyReward, task_to_unit
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "novelty_state.pt"
+CLIENT_STATE_KEY = "novelty_state"  # our entry in the client_states of OpenRLHF's DeepSpeed checkpoints
+
+
+def _first(value) -> float:
+    """The one number OpenRLHF stores per sample (a tensor of shape [1], or a float); 0 when absent."""
+    return float(torch.as_tensor(value).float().flatten()[0]) if value is not None else 0.0
 
 
 class NoveltyHook:
@@ -35,6 +39,8 @@ class NoveltyHook:
         self.config = config.replace(judge_base_url="", judge_local_path="")
         self.model = model or NoveltyReward(self.config)
         self.tokenizer, self.n = tokenizer, n_samples_per_prompt
+        # What our reward file / server, running this same config, puts in every sample's info.
+        self.expected_keys = set(quality_log_keys(config))
         self.bonus: torch.Tensor | None = None  # per original sample index, for the advantage mode
         self.last_stats: dict[str, float] = {}
         self.failures = 0
@@ -46,50 +52,73 @@ class NoveltyHook:
             out.append(self.tokenizer.decode(tokens.tolist(), skip_special_tokens=True))
         return out
 
-    def quality(self, samples) -> list[float | None]:
-        """Quality per sample: `scores` (the reward file's quality) else `rewards`, rescaled by reward.task_clip."""
+    def quality(self, samples) -> tuple[list[float | None], list[float]]:
+        """(quality per sample, the reward file's error flag per sample). None = unknown: masked, no credit.
+
+        From our reward file / server: its ``novelty/quality``, already in [0, 1] (reward.task_clip was applied
+        there, once). From anything else (your own reward file, an agent): ``scores`` else ``rewards``, rescaled
+        by reward.task_clip. A sample the reward file failed on (``novelty/error`` or ``novelty/masked``) is
+        masked, never a real quality 0."""
         out: list[float | None] = []
+        errors: list[float] = []
         for s in samples:
-            masked = s.info.get(PREFIX + "masked") if isinstance(s.info, dict) else None
-            if masked is not None and float(torch.as_tensor(masked).flatten()[0]) > 0:
+            info = s.info if isinstance(s.info, dict) else {}
+            error = _first(info.get(PREFIX + "error"))
+            errors.append(1.0 if error else 0.0)
+            if error or _first(info.get(PREFIX + "masked")):
                 out.append(None)
-                continue
-            value = s.scores if s.scores is not None else s.rewards
-            v = float(torch.as_tensor(value).float().flatten()[0]) if value is not None else float("nan")
-            out.append(task_to_unit(self.config, v) if v == v else None)
-        return out
+            elif PREFIX + "quality" in info:
+                out.append(_first(info[PREFIX + "quality"]))
+            else:
+                value = s.scores if s.scores is not None else s.rewards
+                v = _first(value) if value is not None else float("nan")
+                out.append(task_to_unit(self.config, v) if v == v else None)
+        return out, errors
+
+    def check_reward_keys(self, samples) -> None:
+        """Refuse a batch whose reward file / server ran another config (the path it was given never reached the
+        vLLM engine, or the server was started with another file): quality would silently be something else."""
+        info = samples[0].info if isinstance(samples[0].info, dict) else {}
+        ours = {k for k in info if k.startswith(PREFIX)}
+        if PREFIX + "quality" in ours and ours != self.expected_keys:
+            raise ConfigError(
+                f"the reward file / server is running another novelty config than the hook: it logged "
+                f"{sorted(ours)}, this config gives {sorted(self.expected_keys)}. Point both at one file "
+                f"(--novelty.config ships it to every Ray worker; for `openrlhf-novelty serve` pass the same "
+                f"--config) and keep stream.update_every 0 there.")
 
     def apply(self, samples) -> None:
         """Score the batch, write rewards / info (or keep the bonus for the advantages), update RND once.
 
-        Never raises: OpenRLHF would kill the step. On failure the batch trains on its quality reward alone (bonus
-        0, no RND update), ``novelty/error`` is 1 on every sample, and it is counted and logged."""
+        On failure the batch trains on its quality reward alone (bonus 0, no RND update), ``novelty/error`` is 1
+        on every sample, and it is counted and logged. Only a config mismatch with the reward file (a start-up
+        error: every step would be wrong) is raised."""
         if not samples:
             return
+        self.check_reward_keys(samples)
         logged = self.model.novelty_terms() + ["novelty", "gate"]  # fixed by the config, failure or not
         try:
             if len(samples) % self.n:
                 raise ValueError(f"{len(samples)} rollout samples do not split into groups of {self.n}")
+            if any(s.rewards is None for s in samples):
+                raise ValueError("samples arrived without rewards: the hook needs --reward.remote_url")
+            quality, file_errors = self.quality(samples)
             prompts = [s.prompts[0] for s in samples]
-            quality = self.quality(samples)
             scored = self.model.score(prompts, self.responses(samples), self.n, quality=quality)
-            c = scored.components
-            # The gated novelty bonus is the formula's reward minus its quality term.
-            bonus = [r - self.config.reward_quality_weight * q for r, q in zip(c["reward"], c["quality"])]
-            error = 0.0
+            c, bonus = scored.components, scored.components["bonus"]
+            errors = file_errors
         except Exception:
             self.failures += 1
             logger.exception("novelty hook failed on a batch of %d samples (failure %d): this batch gets no "
                              "novelty bonus and RND is not updated", len(samples), self.failures)
-            scored, c, bonus, error = None, {}, [0.0] * len(samples), 1.0
+            scored, c, bonus, errors = None, {}, [0.0] * len(samples), [1.0] * len(samples)
         for i, s in enumerate(samples):
             for k in logged:
                 s.info[PREFIX + k] = torch.tensor([c[k][i] if k in c else 0.0], dtype=torch.float32)
             s.info[PREFIX + "bonus"] = torch.tensor([bonus[i]], dtype=torch.float32)
-            s.info[PREFIX + "error"] = torch.tensor([error], dtype=torch.float32)
-            if self.config.hook_bonus_to == "reward":
-                base = s.rewards.float().flatten()[:1] if s.rewards is not None else torch.zeros(1)
-                s.rewards = base + bonus[i]
+            s.info[PREFIX + "error"] = torch.tensor([errors[i]], dtype=torch.float32)  # the reward file's, or ours
+            if self.config.hook_bonus_to == "reward" and s.rewards is not None:
+                s.rewards = s.rewards.float().flatten()[:1] + bonus[i]
                 s.info["reward"] = s.rewards.clone()
         self.bonus = torch.tensor(bonus, dtype=torch.float32) if self.config.hook_bonus_to == "advantage" else None
         stats = {}
@@ -104,11 +133,14 @@ class NoveltyHook:
         self.last_stats[PREFIX + "bonus_mean"] = sum(bonus) / len(bonus)
         self.last_stats[PREFIX + "failures"] = float(self.failures)
 
-    def save(self, path: str) -> bool:
-        """Save the novelty state; a failure is logged and counted, never raised (``NoveltyReward.try_save``)."""
-        saved = self.model.try_save(path)
-        self.failures += not saved
-        return saved
+    def checkpoint_state(self) -> dict | None:
+        """The novelty state for a checkpoint; None (logged and counted, never raised) if it cannot be taken."""
+        try:
+            return self.model.state_dict()
+        except Exception:
+            self.failures += 1
+            logger.exception("novelty state could not be taken for the checkpoint (failure %d)", self.failures)
+            return None
 
     def add_bonus_to_advantages(self, experiences) -> None:
         """Advantage mode: add each sample's bonus to its (already group-normalized) advantages on action tokens."""
@@ -142,7 +174,9 @@ def novelty_experience_maker(base):
 def novelty_trainer(base, config_dict: dict):
     """A subclass of OpenRLHF's PPOTrainer (the plain class, ``PPOTrainer.__ray_actor_class__``) using the hook.
 
-    ``config_dict`` travels inside the class to the Ray actor, on any node.
+    ``config_dict`` travels inside the class to the Ray actor, on any node. The novelty state rides in the
+    ``client_states`` of every DeepSpeed checkpoint OpenRLHF writes (regular and best), so a resume restores the
+    state of exactly the checkpoint ``latest`` names, under exactly OpenRLHF's own resume condition.
     """
 
     class NoveltyPPOTrainer(base):
@@ -151,7 +185,7 @@ def novelty_trainer(base, config_dict: dict):
             self.install_novelty()
 
         def install_novelty(self):
-            """Swap in the hooked experience maker and restore the novelty state of a resumed run."""
+            """Swap in the hooked experience maker (same constructor arguments as OpenRLHF's own)."""
             config = NoveltyConfig.from_dict(config_dict)
             maker_cls = novelty_experience_maker(type(self.experience_maker))
             self.experience_maker = maker_cls(
@@ -159,10 +193,23 @@ def novelty_trainer(base, config_dict: dict):
                 self.reference_model_group, self.kl_ctl, self.strategy, self.tokenizer,
             )
             self.experience_maker.novelty = NoveltyHook(config, self.tokenizer, self.args.rollout.n_samples_per_prompt)
-            path = os.path.join(self.args.ckpt.path, STATE_FILE)
-            if self.args.ckpt.load_enable and os.path.exists(path):
-                self.experience_maker.novelty.model.load(path)
-                logger.info("novelty state restored from %s (step %d)", path, self.experience_maker.novelty.model.step)
+
+        def init_checkpoint_states(self):
+            states = super().init_checkpoint_states()
+            novelty = states.pop(CLIENT_STATE_KEY, None)
+            hook = self.experience_maker.novelty
+            if novelty is not None:
+                hook.model.load_state_dict(novelty)
+                logger.info("novelty state restored from the checkpoint (global step %s, novelty step %d)",
+                            states.get("global_step"), hook.model.step)
+            elif states.get("global_step", 0) > 0:
+                logger.warning("resuming at global step %s from a checkpoint without novelty state: RND and the "
+                               "archive start fresh", states.get("global_step"))
+            return states
+
+        def _with_novelty(self, client_states):
+            state = self.experience_maker.novelty.checkpoint_state()
+            return {**(client_states or {}), **({CLIENT_STATE_KEY: state} if state is not None else {})}
 
         def train_step(self, rollout_samples, global_step):
             status, global_step = super().train_step(rollout_samples, global_step)
@@ -170,8 +217,11 @@ def novelty_trainer(base, config_dict: dict):
             return status, global_step
 
         def save_logs_and_checkpoints(self, global_step, logs_dict=None, client_states=None):
+            if global_step % self.args.ckpt.save_steps == 0:  # the same condition OpenRLHF saves under
+                client_states = self._with_novelty(client_states)
             super().save_logs_and_checkpoints(global_step, logs_dict, client_states)
-            if global_step % self.args.ckpt.save_steps == 0:
-                self.experience_maker.novelty.save(os.path.join(self.args.ckpt.path, STATE_FILE))
+
+        def save_best_checkpoint(self, eval_metrics, global_step, client_states=None):
+            super().save_best_checkpoint(eval_metrics, global_step, self._with_novelty(client_states))
 
     return NoveltyPPOTrainer

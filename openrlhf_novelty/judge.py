@@ -293,8 +293,8 @@ class Judge:
             part = items[start:start + chunk]
             texts = [t for _, t in part]
             try:
-                if probability:  # the expected score digit, always readable: soundness = digit / 9
-                    readings = [[e / 9] for e in self.local.digit_expectation(texts, PROBABILITY_PREFIX)]
+                if probability:  # the expected score 0-10, always readable, on the scale generate mode reads
+                    readings = [[e / 10] for e in self.local.score_expectation(texts, PROBABILITY_PREFIX)]
                 else:
                     replies = self.local.sample(texts, n, self.config.judge_max_tokens, self.config.judge_temperature)
                     readings = [[parse_score(r) for r in reps] for reps in replies]

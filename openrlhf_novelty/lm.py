@@ -96,22 +96,45 @@ class ChatLM:
         replies = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         return [replies[i * n:(i + 1) * n] for i in range(len(user_messages))]
 
-    def digit_expectation(self, user_messages: list[str], answer_prefix: str) -> list[float]:
-        """Per message: the expected digit (0-9) of the reply's next token after ``answer_prefix``, from one forward
-        pass (the digits' probabilities renormalized among themselves). A score that can always be read."""
+    def score_expectation(self, user_messages: list[str], answer_prefix: str) -> list[float]:
+        """Per message: the expected integer score 0-10 of the reply right after ``answer_prefix``, read from the
+        next-token distribution (scores renormalized among themselves), never generated.
+
+        A "10" is one token for some tokenizers and "1" then "0" for others (SmolLM2, Llama 2): there the
+        probability of "1" is split between 1 and 10 by a second forward pass with "1" appended, reading
+        P("0") against every non-digit continuation (the score closed). Only rows where "1" is plausible pay it.
+        """
         import torch
 
         self.load()
+        tok = self.tokenizer
+        ids = [tok.encode(str(d), add_special_tokens=False) for d in range(11)]
+        if any(len(i) != 1 for i in ids[:10]):
+            raise ConfigError(f"{self.path}: its tokenizer splits single digits; use judge.local_scoring generate")
+        ten_is_one_token = len(ids[10]) == 1
+        candidates = torch.tensor([i[0] for i in ids[:11 if ten_is_one_token else 10]])
         with self._lock:
-            batch = self._chat_batch(user_messages, answer_prefix)
-            digits = [self.tokenizer.encode(str(d), add_special_tokens=False) for d in range(10)]
-            if any(len(ids) != 1 for ids in digits):
-                raise ConfigError(f"{self.path}: its tokenizer splits single digits; use judge.local_scoring generate")
-            digit_ids = torch.tensor([ids[0] for ids in digits])
-            with torch.no_grad():
-                logits = self.model(**batch).logits[:, -1, :]  # left padding: the last position is every row's
-        probs = torch.softmax(logits.float()[:, digit_ids.to(logits.device)], dim=-1).cpu()
-        return (probs @ torch.arange(10, dtype=torch.float32)).tolist()
+            probs = self._next_token_probs(user_messages, answer_prefix)[:, candidates]
+            probs = probs / probs.sum(-1, keepdim=True)
+            values = torch.arange(probs.shape[1], dtype=torch.float32)
+            expected = probs @ values
+            if not ten_is_one_token:
+                rows = [i for i in range(len(user_messages)) if probs[i, 1] > 1e-3]
+                if rows:
+                    after = self._next_token_probs([user_messages[i] for i in rows], answer_prefix + "1")
+                    digits = after[:, candidates]
+                    p_ten = digits[:, 0] / (1.0 - digits[:, 1:].sum(-1)).clamp(min=1e-12)
+                    expected[rows] += probs[rows, 1] * 9.0 * p_ten.clamp(0.0, 1.0)  # 1 -> 10 with that share
+        return expected.tolist()
+
+    def _next_token_probs(self, user_messages: list[str], answer_prefix: str):
+        """[messages, vocab] probabilities of the token after the chat-templated message and ``answer_prefix``."""
+        import torch
+
+        batch = self._chat_batch(user_messages, answer_prefix)
+        with torch.no_grad():
+            logits = self.model(**batch).logits[:, -1, :]  # left padding: the last position is every row's
+        return torch.softmax(logits.float(), dim=-1).cpu()
 
     def reply(self, text: str, max_new_tokens: int = 200, temperature: float = 0.0) -> str:
         return self.sample([text], 1, max_new_tokens, temperature)[0][0]

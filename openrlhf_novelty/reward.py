@@ -24,6 +24,7 @@ from openrlhf_novelty.text import clean_text, extract
 logger = logging.getLogger(__name__)
 
 STATE_FORMAT = "openrlhf-novelty/1"
+PREFIX = "novelty/"  # every component is logged as novelty/<name>; OpenRLHF shows it as train/novelty/<name>
 
 
 def novelty_coef(cfg: NoveltyConfig, step: int) -> float:
@@ -43,33 +44,41 @@ def task_to_unit(cfg: NoveltyConfig, value: float) -> float:
     return (min(hi, max(lo, value)) - lo) / (hi - lo if hi > lo else 1.0)
 
 
+def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """How much of its novelty each sample may earn, from its quality in [0, 1] (0 where masked)."""
+    if cfg.reward_gate == "multiplicative":
+        gate = quality.clone()
+    elif cfg.reward_gate == "threshold":
+        gate = (quality >= cfg.reward_gate_threshold).to(quality.dtype)
+    else:
+        gate = torch.ones_like(quality)
+    return gate.masked_fill(mask, 0.0) if mask is not None else gate
+
+
 def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty_terms: dict[str, torch.Tensor],
                    mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The whole reward, per sample; every input and output is a [batch] tensor.
+    """The whole reward, per sample; every input and output is a [batch] tensor. The only place terms combine.
 
         novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank (each term already clipped)
         gate    = quality                        multiplicative: novelty pays in proportion to quality
                 | 1[quality >= threshold]        threshold
                 | 1                              none
-        reward  = w_q * quality  +  beta_t * gate * novelty
+        bonus   = beta_t * gate * novelty
+        reward  = w_q * quality  +  bonus
 
     ``quality`` is in [0, 1]. ``mask`` marks samples whose quality is unknown (a failed judge with fallback
-    ``mask``): they get no quality credit and no novelty credit.
+    ``mask``, a failed reward file): they get no quality credit and no novelty credit. Adapters that add novelty
+    to a reward computed elsewhere (the experience-maker hook) add ``bonus``.
     """
     weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
                "bank": cfg.bank_weight}
     novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
-    if cfg.reward_gate == "multiplicative":
-        gate = quality.clone()
-    elif cfg.reward_gate == "threshold":
-        gate = (quality >= cfg.reward_gate_threshold).float()
-    else:
-        gate = torch.ones_like(quality)
+    gate = quality_gate(cfg, quality, mask)
     if mask is not None:
-        quality, gate = quality.masked_fill(mask, 0.0), gate.masked_fill(mask, 0.0)
-    beta = novelty_coef(cfg, step)
-    reward = cfg.reward_quality_weight * quality + beta * gate * novelty
-    return {"reward": reward, "quality": quality, "novelty": novelty, "gate": gate}
+        quality = quality.masked_fill(mask, 0.0)
+    bonus = novelty_coef(cfg, step) * gate * novelty
+    reward = cfg.reward_quality_weight * quality + bonus
+    return {"reward": reward, "quality": quality, "novelty": novelty, "gate": gate, "bonus": bonus}
 
 
 @dataclass
@@ -172,10 +181,20 @@ class NoveltyReward:
         if soundness is None and quality is None and self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
 
+        if quality is not None:
+            unknown = [q is None or not math.isfinite(q) for q in quality]
+            q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
+                             dtype=torch.float64)
+            parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
+        else:
+            q, parts, mask = self._quality(matched, task_rewards, soundness)
+
         with self._lock:
             emb = self.embedder.encode(texts)
             self._ensure_built(emb.shape[1])
             valid = torch.tensor([bool(t) for t in texts], device=emb.device)
+            # Only a sample that can earn novelty (text, and an open gate) is a sibling worth differing from.
+            eligible = valid.cpu() & (quality_gate(cfg, q, mask) > 0)
             keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
 
             terms: dict[str, torch.Tensor] = {}
@@ -185,21 +204,14 @@ class NoveltyReward:
             if cfg.diversity_weight > 0:
                 d = emb.shape[1]
                 terms["diversity"] = group_diversity(emb.view(-1, group_size, d), cfg.diversity_mode,
-                                                     cfg.diversity_threshold).reshape(-1)
+                                                     cfg.diversity_threshold,
+                                                     eligible.view(-1, group_size)).reshape(-1)
             if self._archive is not None:
                 terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
             if self._bank_emb is not None:
                 terms["bank"] = knn_distance(emb, self._bank_emb.to(emb.device), 1)
             # Empty text (nothing extracted, an empty response) earns no novelty: it is not an idea.
             terms = {k: v.double().cpu() * valid.cpu() for k, v in terms.items()}
-
-            if quality is not None:
-                unknown = [q is None or not math.isfinite(q) for q in quality]
-                q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
-                                 dtype=torch.float64)
-                parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
-            else:
-                q, parts, mask = self._quality(matched, task_rewards, soundness)
             out = reward_formula(cfg, self.step, q, terms, mask)
             components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
                           **{k: v.tolist() for k, v in terms.items()},
@@ -266,13 +278,15 @@ class NoveltyReward:
         quality = sum(weights[k] * parts[k] for k in parts) / total
         return quality.double(), parts, mask
 
-    def update(self, scored: ScoredBatch) -> dict[str, float]:
-        """Learn from a scored batch: one RND training step and the archive remembers it. Call once per step."""
+    def update(self, scored: ScoredBatch | list[ScoredBatch]) -> dict[str, float]:
+        """Learn from what one training step scored (one batch, or every batch since the last step): one RND
+        training step, and the archive remembers it. Call once per step."""
+        batches = scored if isinstance(scored, list) else [scored]
         with self._lock:
-            emb = scored.embeddings[scored.valid.to(scored.embeddings.device)]
-            keys = scored.prompt_keys[scored.valid.cpu()]
-            stats = {"rnd_loss": self.rnd.update(emb) if emb.shape[0] else 0.0}
-            if self._archive is not None and emb.shape[0]:
+            emb = torch.cat([b.embeddings[b.valid.to(b.embeddings.device)] for b in batches]) if batches else None
+            keys = torch.cat([b.prompt_keys[b.valid.cpu()] for b in batches]) if batches else None
+            stats = {"rnd_loss": self.rnd.update(emb) if emb is not None and emb.shape[0] else 0.0}
+            if self._archive is not None and emb is not None and emb.shape[0]:
                 self._archive.add(emb, keys)
                 stats["archive_size"] = float(len(self._archive))
             self.step += 1

@@ -2,10 +2,13 @@
 
 OpenRLHF executes this file in every vLLM engine (spec_from_file_location, not a package import, so only absolute
 imports) and calls ``reward_func([query], [prompt], [label])`` once per generated sample from a thread pool.
-The settings come from the YAML / JSON file named by ``OPENRLHF_NOVELTY_CONFIG`` (defaults when unset). Nothing is
-loaded at import time; the model is built on the first call. ``reward_func`` never raises.
+The settings come from ``OPENRLHF_NOVELTY_CONFIG_JSON`` (the config itself, which ``openrlhf_novelty.train_ppo_ray``
+puts in the Ray job's runtime environment so every worker on every node has it), else from the YAML / JSON file
+named by ``OPENRLHF_NOVELTY_CONFIG``, else the defaults, and it logs which. Nothing is loaded at import time; the
+model is built on the first call. ``reward_func`` never raises.
 """
 
+import json
 import logging
 import os
 import threading
@@ -14,9 +17,29 @@ from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.remote import RemoteReward
 
 CONFIG_ENV = "OPENRLHF_NOVELTY_CONFIG"
+CONFIG_JSON_ENV = "OPENRLHF_NOVELTY_CONFIG_JSON"
 _remote = None
 _lock = threading.Lock()
 _logger = logging.getLogger("openrlhf_novelty.reward_file")
+
+
+def config_from_env() -> NoveltyConfig:
+    """The config this process was given (JSON, then a file, then the defaults), saying which."""
+    text, path = os.environ.get(CONFIG_JSON_ENV), os.environ.get(CONFIG_ENV)
+    if text:
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"{CONFIG_JSON_ENV} is not valid JSON ({e})") from None
+        config, source = NoveltyConfig.from_dict(data), f"${CONFIG_JSON_ENV}"
+    elif path:
+        config, source = NoveltyConfig.from_file(path), path
+    else:
+        _logger.warning("novelty reward file: neither %s nor %s is set in this process (pid %d): running the "
+                        "default config", CONFIG_JSON_ENV, CONFIG_ENV, os.getpid())
+        return NoveltyConfig()
+    _logger.info("novelty reward file: config from %s (pid %d)", source, os.getpid())
+    return config
 
 
 def _get_remote():
@@ -24,8 +47,7 @@ def _get_remote():
     if _remote is None:
         with _lock:
             if _remote is None:
-                path = os.environ.get(CONFIG_ENV)
-                config = NoveltyConfig.from_file(path) if path else NoveltyConfig()
+                config = config_from_env()
                 remote = RemoteReward(config)
                 if remote.model.judge is not None:
                     try:
@@ -43,7 +65,8 @@ def reward_func(queries, prompts, labels, **kwargs):
         result = _get_remote()(queries, prompts, labels)
     except Exception as e:  # a bad config file: every sample reports the error instead of crashing the step
         _logger.error("novelty reward_func cannot start: %s", e)
-        result = {"rewards": [0.0] * n, "scores": [0.0] * n, "extra_logs": {"novelty/error": [1.0] * n}}
+        result = {"rewards": [0.0] * n, "scores": [0.0] * n,
+                  "extra_logs": {"novelty/masked": [1.0] * n, "novelty/error": [1.0] * n}}
     if n == 1:  # OpenRLHF turns each value into torch.tensor([value]): plain floats give shape [1]
         return {"rewards": result["rewards"][0], "scores": result["scores"][0],
                 "extra_logs": {k: v[0] for k, v in result["extra_logs"].items()}}

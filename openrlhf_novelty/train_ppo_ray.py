@@ -4,23 +4,32 @@ Runs OpenRLHF's own ``openrlhf.cli.train_ppo_ray`` with the novelty hook in its 
 rejects unknown flags, so ours are taken out of argv first. No registry selects the experience maker; this works
 because ``train()`` imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_trainer`` when it runs, so replacing that
 attribute with a ``@ray.remote`` subclass is enough (the config travels inside the class to the Ray actor).
+
+Three more seams, each in the driver only:
+- the config reaches the reward file in every vLLM engine as JSON in ``OPENRLHF_NOVELTY_CONFIG_JSON``, added to the
+  job's runtime environment when OpenRLHF calls ``ray.init`` (so it reaches workers of a cluster started with
+  ``ray start`` too, on any node; Ray merges it with a ``ray job submit --runtime-env-json``);
+- OpenRLHF's parsed arguments are checked (``hierarchize`` is imported when its ``__main__`` runs), so an
+  abbreviated flag cannot slip past: async training and a missing ``--reward.remote_url`` are refused.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import runpy
 import sys
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.reward_file import CONFIG_ENV
+from openrlhf_novelty.reward_file import CONFIG_ENV, CONFIG_JSON_ENV
 
 USAGE = """usage: python -m openrlhf_novelty.train_ppo_ray [--novelty.config FILE] <openrlhf.cli.train_ppo_ray arguments>
 
 Runs OpenRLHF's GRPO / PPO trainer with the novelty experience-maker hook. Use it together with
 --reward.remote_url "$(openrlhf-novelty path)" so the reward file computes quality per sample.
---novelty.config (default: $OPENRLHF_NOVELTY_CONFIG) also sets OPENRLHF_NOVELTY_CONFIG for the reward file, so
-both read one file (Ray workers on this node inherit it; under `ray job submit`, pass it in --runtime-env-json).
+--novelty.config (default: $OPENRLHF_NOVELTY_CONFIG) is read here and shipped, as JSON in the Ray job's runtime
+environment, to the hook and to the reward file in every vLLM engine, whether this script starts Ray or connects to
+a cluster started with `ray start` (files the config names, e.g. reward.task_func, must exist on every node).
 Everything else goes to OpenRLHF unchanged; its own help follows."""
 
 
@@ -45,15 +54,55 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def install_hook(config: NoveltyConfig) -> None:
-    """Replace OpenRLHF's PPOTrainer with the hooked one, in this (driver) process."""
+def check_openrlhf_args(args) -> None:
+    """Refuse what the hook cannot serve, on OpenRLHF's parsed (hierarchized) arguments."""
+    if args.train.async_enable:
+        raise ConfigError("--train.async_enable is not supported by the novelty hook: async training builds its "
+                          "experience maker in another actor, so the hook would silently never run. Use the reward "
+                          "file or the server with stream.update_every > 0 instead (see the README).")
+    if not (args.reward.remote_url or args.train.agent_func_path):
+        raise ConfigError("the novelty hook needs --reward.remote_url (e.g. \"$(openrlhf-novelty path)\"): with a "
+                          "reward model instead, OpenRLHF's samples reach the hook without rewards and would train "
+                          "on the bonus alone.")
+
+
+def install(config: NoveltyConfig) -> None:
+    """In this (driver) process: the hooked PPOTrainer, the config in Ray's runtime env, the argument check."""
     import ray
     from openrlhf.trainer import ppo_trainer
+    from openrlhf.utils import config as openrlhf_config
 
     from openrlhf_novelty.hook import novelty_trainer
 
     base = ppo_trainer.PPOTrainer.__ray_actor_class__  # a @ray.remote class cannot be subclassed directly
     ppo_trainer.PPOTrainer = ray.remote(novelty_trainer(base, config.to_dict()))
+
+    hierarchize = openrlhf_config.hierarchize
+
+    def checked_hierarchize(args):
+        args = hierarchize(args)
+        try:
+            check_openrlhf_args(args)
+        except ConfigError as e:
+            print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return args
+
+    openrlhf_config.hierarchize = checked_hierarchize
+
+    env = {CONFIG_JSON_ENV: json.dumps(config.to_dict())}
+    if ray.is_initialized():  # someone started Ray in this process before us: its runtime env is fixed now
+        print("openrlhf_novelty.train_ppo_ray: warning: Ray is already initialized; the novelty config reaches "
+              f"remote workers only if {CONFIG_JSON_ENV} is in their environment", file=sys.stderr)
+    ray_init = ray.init
+
+    def init_with_config(*args, **kwargs):
+        runtime_env = dict(kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+        kwargs["runtime_env"] = runtime_env
+        return ray_init(*args, **kwargs)
+
+    ray.init = init_with_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,10 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config_path, rest = split_argv(argv)
         config_path = config_path or os.environ.get(CONFIG_ENV) or None
-        if "--train.async_enable" in rest:
-            raise ConfigError("--train.async_enable is not supported by the novelty hook: async training builds its "
-                              "experience maker in another actor. Use the reward file or the server with "
-                              "stream.update_every > 0 instead (see the README).")
         config = NoveltyConfig.from_file(config_path) if config_path else NoveltyConfig()
         if config.stream_update_every > 0:
             raise ConfigError("config stream.update_every: must be 0 with the hook (novelty would be added twice)")
@@ -73,11 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if "-h" in rest or "--help" in rest:
         print(USAGE + "\n")
-    if config_path:
-        os.environ[CONFIG_ENV] = os.path.abspath(config_path)
-    install_hook(config)
+    # This process and workers that inherit its environment (Ray started here) read the same config.
+    os.environ[CONFIG_JSON_ENV] = json.dumps(config.to_dict())
+    install(config)
     sys.argv = ["openrlhf.cli.train_ppo_ray", *rest]
-    runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module("openrlhf.cli.train_ppo_ray", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 

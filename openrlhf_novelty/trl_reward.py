@@ -80,7 +80,9 @@ class NoveltyRewardFunc:
         self.num_generations: int | None = None  # train group size; set by the callback from GRPOConfig
         self.num_generations_eval: int | None = None
         self.training = False  # True between on_step_begin and on_step_end: this batch is learned from
-        self.pending: ScoredBatch | None = None
+        # Every training batch scored since the last optimizer step: TRL may score several per step
+        # (steps_per_generation < gradient_accumulation_steps), and RND / the archive must see them all.
+        self.pending: list[ScoredBatch] = []
         self.failures = 0
         self.updates = 0
         self.callback = NoveltyCallback(self)
@@ -110,7 +112,7 @@ class NoveltyRewardFunc:
             rewards = scored.rewards[mine]
             components = {k: v[mine] for k, v in scored.components.items()}
             if self.training:
-                self.pending = scored
+                self.pending.append(scored)
         except Exception:
             self._failed("novelty")
             w = self.config.reward_quality_weight
@@ -151,10 +153,10 @@ class NoveltyRewardFunc:
 
     # -- what the callback drives
     def update(self) -> None:
-        """Learn from the last training batch scored (RND step, archive); a no-op when there is none."""
-        if self.pending is None:
+        """Learn from every training batch scored since the last step (one RND step, archive); a no-op without."""
+        if not self.pending:
             return
-        scored, self.pending = self.pending, None
+        scored, self.pending = self.pending, []
         try:
             stats = self.model.update(scored)
         except Exception:

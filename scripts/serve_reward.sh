@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serve the novelty reward over HTTP: one shared state for every vLLM engine, usable with plain OpenRLHF
 # (no hook): python -m openrlhf.cli.train_ppo_ray ... --reward.remote_url "http://$HOST:$PORT/reward?token=$TOKEN"
-# Use a config with stream.update_every = rollout batch x n (examples/configs/hypothesis_hookless.yaml).
+# Use a config with stream.update_every = rollout batch x n: the server sees every engine's samples
+# (examples/configs/hypothesis_hookless.yaml).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 

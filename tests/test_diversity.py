@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, prompt_key
 
 
@@ -69,3 +70,41 @@ def test_prompt_key_is_stable_across_processes():
     # Saved archives store these keys: a change here would silently orphan every per-prompt archive.
     assert prompt_key("p") == 1131804030325668102
     assert prompt_key("Tweet A") == 5656993197784068353
+
+
+def normed(*rows):
+    t = torch.tensor(rows, dtype=torch.float32)
+    return t / t.norm(dim=-1, keepdim=True)
+
+
+def test_failed_siblings_are_not_distance_to_be_paid_for():
+    # Two near-identical good answers and two failed ones (far away): only the good pair counts for the good ones.
+    emb = normed([1, 0, 0], [0.99, 0.141, 0], [0, 1, 0], [0, 0, 1])[None]
+    eligible = torch.tensor([[True, True, False, False]])
+    got = group_diversity(emb, "mean", eligible=eligible)[0]
+    pair = 1 - float(emb[0, 0] @ emb[0, 1])
+    assert got[:2].tolist() == pytest.approx([pair, pair], abs=1e-6)  # not inflated by the failures' distance
+    assert group_diversity(emb, "min", eligible=eligible)[0, :2].tolist() == pytest.approx([pair, pair], abs=1e-6)
+    # A good answer whose siblings all failed has nothing to differ from.
+    assert group_diversity(emb, "mean", eligible=torch.tensor([[True, False, False, False]]))[0, 0] == 0.0
+
+
+def test_partition_is_transitive_on_both_paths():
+    # a ~ b and b ~ c (cos >= 0.85) but a !~ c: one cluster, so nobody is diverse, whichever path scores it.
+    a, b, c = normed([1, 0], [0.866, 0.5], [0.5, 0.866])  # cos(a,b) = cos(b,c) = 0.866, cos(a,c) = 0.5
+    assert group_diversity(torch.stack([a, b, c])[None], "partition", 0.85)[0].tolist() == [0.0, 0.0, 0.0]
+    from openrlhf_novelty.reward import NoveltyReward
+    from openrlhf_novelty.stream import StreamingNovelty
+
+    class Fixed:  # an embedder with the three vectors above
+        dim = 2
+        vectors = {"HYP: a": a, "HYP: b": b, "HYP: c": c}
+
+        def encode(self, texts):
+            return torch.stack([self.vectors[t] for t in texts])
+
+    cfg = NoveltyConfig.from_dict({"diversity": {"mode": "partition"}, "rnd": {"weight": 0},
+                                   "archive": {"weight": 0}, "stream": {"update_every": 100, "group_size": 3}})
+    stream = StreamingNovelty(cfg, NoveltyReward(cfg, embedder=Fixed()))
+    got = [stream(["p"], [t], [1.0])[1]["diversity"][0] for t in ("HYP: a", "HYP: b", "HYP: c")]
+    assert got == [0.0, 0.0, 0.0]  # pairwise, c would have scored 0.5 against its siblings a and b

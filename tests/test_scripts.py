@@ -27,6 +27,18 @@ class Parsed(Exception):
     """Raised where train() would start Ray: everything before it (parsing, validation) has passed."""
 
 
+CAPTURED: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def restore_what_the_wrapper_patches(monkeypatch):
+    """The wrapper patches the driver's PPOTrainer, ray.init and OpenRLHF's hierarchize; undo it after each test."""
+    monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(ray, "init", ray.init)
+    monkeypatch.setattr(openrlhf_config, "hierarchize", openrlhf_config.hierarchize)
+    monkeypatch.setattr(sys, "argv", list(sys.argv))
+
+
 def capture_script_argv(script, tmp_path) -> list[str]:
     shim = tmp_path / "python"
     shim.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(tmp_path / 'argv.json')!r}, 'w'))\n")
@@ -38,10 +50,17 @@ def capture_script_argv(script, tmp_path) -> list[str]:
 
 
 def run_wrapper(argv, monkeypatch) -> object:
-    captured = {}
+    captured = CAPTURED
+    captured.clear()
     real = openrlhf_config.hierarchize
     monkeypatch.setattr(openrlhf_config, "hierarchize", lambda a: captured.setdefault("args", real(a)))
-    monkeypatch.setattr(ray, "is_initialized", lambda: (_ for _ in ()).throw(Parsed()))
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    def init(*args, **kwargs):  # where train() starts Ray: everything before it has passed
+        captured["runtime_env"] = kwargs.get("runtime_env")
+        raise Parsed()
+
+    monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)  # restored after the test
     monkeypatch.setattr(sys, "argv", list(sys.argv))
     with pytest.raises(Parsed):
@@ -67,6 +86,10 @@ def test_recipe_arguments_pass_openrlhfs_parser(script, tmp_path, monkeypatch):
     # The wrapper put the hooked trainer in OpenRLHF's place, as a Ray actor class.
     hooked = ppo_trainer.PPOTrainer.__ray_actor_class__
     assert hooked.__name__ == "NoveltyPPOTrainer" and hasattr(hooked, "install_novelty")
+    # The config itself rides in the job's runtime env, next to OpenRLHF's own variables, to every Ray worker.
+    env_vars = CAPTURED["runtime_env"]["env_vars"]
+    assert json.loads(env_vars["OPENRLHF_NOVELTY_CONFIG_JSON"]) == config.to_dict()
+    assert env_vars["TOKENIZERS_PARALLELISM"] and env_vars["NCCL_DEBUG"]
 
 
 def test_hookless_config_matches_the_rollout_size():
@@ -77,16 +100,18 @@ def test_hookless_config_matches_the_rollout_size():
 def test_wrapper_help_shows_ours_then_openrlhfs(monkeypatch, capsys):
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
-    with pytest.raises(SystemExit) as done:
-        train_ppo_ray.main(["--help"])
+    assert train_ppo_ray.main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert done.value.code == 0 and "--novelty.config" in out and "--rollout.n_samples_per_prompt" in out
+    assert "--novelty.config" in out and "--rollout.n_samples_per_prompt" in out
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--train.async_enable"], "--train.async_enable is not supported by the novelty hook"),
+        (["--train.async_enable", "--reward.remote_url", "r.py"], "--train.async_enable is not supported"),
+        # argparse takes unique prefixes: the refusal must hold on the parsed value, not on one spelling.
+        (["--train.async_en", "--reward.remote_url", "r.py"], "--train.async_enable is not supported"),
+        (["--reward.model_name_or_path", "some/rm"], "the novelty hook needs --reward.remote_url"),
         (["--novelty.lr", "1"], "unknown flag --novelty.lr"),
         (["--novelty.config"], "--novelty.config needs a file"),
     ],

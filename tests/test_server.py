@@ -124,7 +124,7 @@ def test_state_survives_a_restart(embedder, tmp_path):
 def test_batcher_runs_concurrent_requests_together_and_returns_each_its_own():
     import time
 
-    from openrlhf_novelty.remote import Batcher
+    from openrlhf_novelty.batcher import Batcher
 
     sizes = []
 

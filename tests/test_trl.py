@@ -5,6 +5,7 @@ import math
 import os
 import sys
 import threading
+from types import SimpleNamespace
 from unittest.mock import MagicMock
 
 import pytest
@@ -30,21 +31,25 @@ def chat(text):
 def test_reward_is_the_formula_on_a_conversational_batch(embedder):
     f = func(embedder, {**PATTERN, "rnd": {"weight": 0.0}, "archive": {"weight": 0.0}})  # diversity alone
     prompts = [[{"role": "user", "content": "Why do tweets spread?"}]] * 2 + [[{"role": "user", "content": "Ideas?"}]] * 2
+    prompts += [[{"role": "user", "content": "More ideas?"}]] * 2
     completions = [chat("HYP: Short tweets spread."), chat("HYP: Short tweets spread."),
-                   chat("HYP: Bees dance to share maps."), chat("no format at all")]
+                   chat("HYP: Bees dance to share maps."), chat("no format at all"),
+                   chat("HYP: Bees dance to share maps."), chat("HYP: Ants leave scent trails to food.")]
     metrics = {}
     rewards = f(prompts, completions, log_metric=lambda k, v: metrics.setdefault(k, v))
     # Identical compliant siblings: quality 1, no diversity, reward exactly the quality.
     assert rewards[:2] == [1.0, 1.0]
-    # A compliant answer unlike its sibling: quality 1 plus 0.5 x its cosine distance (at most 1) to the sibling.
-    assert 1.2 < rewards[2] <= 1.5
+    # Its only sibling failed the format: a failure is no idea to differ from, so no diversity is paid.
+    assert rewards[2] == 1.0
     # No HYP: line: quality 0, and the multiplicative gate pays it no novelty.
     assert rewards[3] == 0.0
+    # Compliant answers unlike each other: quality 1 plus 0.5 x their cosine distance (at most 1).
+    assert 1.2 < rewards[4] == rewards[5] <= 1.5
     # The same numbers as the reward model itself (no second implementation).
     direct = NoveltyReward(f.config, embedder=embedder).score(
-        ["Why do tweets spread?"] * 2 + ["Ideas?"] * 2, [as_text(c) for c in completions], 2)
+        ["Why do tweets spread?"] * 2 + ["Ideas?"] * 2 + ["More ideas?"] * 2, [as_text(c) for c in completions], 2)
     assert rewards == pytest.approx(direct.rewards, abs=1e-9)
-    assert metrics["novelty/format"] == 0.75 and metrics["novelty/failures"] == 0.0
+    assert metrics["novelty/format"] == pytest.approx(5 / 6) and metrics["novelty/failures"] == 0.0
 
 
 SPLIT_PROMPTS = ["p1"] * 3 + ["p2"] * 3
@@ -132,17 +137,17 @@ def test_a_failing_embedder_falls_back_to_the_quality_reward(embedder):
         assert f(["a", "a"], ["HYP: one", "nothing"]) == [1.0, 0.0]
     finally:
         f.model.embedder.encode = original
-    assert f.failures == 1 and f.pending is None
+    assert f.failures == 1 and f.pending == []
 
 
 def test_only_training_batches_are_learned_from(embedder):
     f = func(embedder)
     f(["a", "a"], ["HYP: one", "HYP: two"])  # outside a training step: evaluation
-    assert f.pending is None
+    assert f.pending == []
     f.training = True
     f(["a", "a"], ["HYP: one", "HYP: two"])
     f.update()
-    assert f.pending is None and f.updates == 1 and f.model.step == 1
+    assert f.pending == [] and f.updates == 1 and f.model.step == 1
 
 
 def test_misuse_is_refused_with_a_clear_message(embedder):
@@ -218,3 +223,18 @@ def test_grpo_trainer_updates_rnd_once_per_step_and_checkpoints_it(embedder, tmp
     resumed = NoveltyRewardFunc(model=NoveltyReward(NoveltyConfig.from_dict(settings), embedder=embedder))
     grpo_trainer(resumed, tmp_path, 2).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
     assert resumed.updates == 1 and resumed.model.step == 2
+
+
+def test_every_batch_scored_in_a_step_is_learned_from(embedder):
+    # TRL allows steps_per_generation < gradient_accumulation_steps: two reward calls, one optimizer step.
+    # RND and the archive must learn from both batches, once, at the step's end.
+    f = func(embedder)
+    args = SimpleNamespace(num_generations=2, num_generations_eval=None, output_dir="unused")
+    state = SimpleNamespace(global_step=0, is_world_process_zero=True)
+    f.callback.on_train_begin(args, state, None)
+    f.callback.on_step_begin(args, state, None)
+    f(["a", "a"], ["HYP: one", "HYP: two"])
+    f(["b", "b"], ["HYP: three", "HYP: four"])
+    f.callback.on_step_end(args, state, None)
+    assert f.model.step == 1 and f.updates == 1 and f.model.rnd.updates == 1
+    assert len(f.model.archive) == 4  # not only the last batch's 2
