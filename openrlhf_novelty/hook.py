@@ -10,13 +10,16 @@ put in ``scores``. Evaluation rollouts never pass through here.
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
 
 import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.remote import quality_log_keys
 from openrlhf_novelty.reward import PREFIX, NoveltyReward, task_to_unit
+from openrlhf_novelty.state import load_state
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +121,11 @@ class NoveltyHook:
             s.info[PREFIX + "bonus"] = torch.tensor([bonus[i]], dtype=torch.float32)
             s.info[PREFIX + "error"] = torch.tensor([errors[i]], dtype=torch.float32)  # the reward file's, or ours
             if self.config.hook_bonus_to == "reward" and s.rewards is not None:
-                s.rewards = s.rewards.float().flatten()[:1] + bonus[i]
+                # Quality from our reward file: the formula's own reward (w_q from this config, masked = 0);
+                # from anything else: its reward plus the bonus.
+                ours = scored is not None and PREFIX + "quality" in s.info
+                base = c["reward"][i] - bonus[i] if ours else s.rewards.float().flatten()[:1]
+                s.rewards = torch.as_tensor(base, dtype=torch.float32).reshape(1) + bonus[i]
                 s.info["reward"] = s.rewards.clone()
         self.bonus = torch.tensor(bonus, dtype=torch.float32) if self.config.hook_bonus_to == "advantage" else None
         stats = {}
@@ -196,8 +203,15 @@ def novelty_trainer(base, config_dict: dict):
 
         def init_checkpoint_states(self):
             states = super().init_checkpoint_states()
-            novelty = states.pop(CLIENT_STATE_KEY, None)
+            # A deep copy: Ray hands these tensors over as views on its read-only buffers (zero-copy), and RND's
+            # optimizer would update them in place.
+            novelty = copy.deepcopy(states.pop(CLIENT_STATE_KEY, None))
             hook = self.experience_maker.novelty
+            legacy = os.path.join(self.args.ckpt.path, "novelty_state.pt")  # written by openrlhf-novelty 0.1.0 before this change
+            if novelty is None and states.get("global_step", 0) > 0 and os.path.exists(legacy):
+                logger.warning("checkpoint has no novelty state; loading the older %s, which may be from "
+                               "another step", legacy)
+                novelty = load_state(legacy)
             if novelty is not None:
                 hook.model.load_state_dict(novelty)
                 logger.info("novelty state restored from the checkpoint (global step %s, novelty step %d)",

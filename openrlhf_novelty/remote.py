@@ -59,6 +59,18 @@ def quality_log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]
     return [PREFIX + k for k in keys + ["masked", "error"]]
 
 
+def log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]:
+    """Every extra_logs key under this config, streaming terms included: a reward file that cannot even start
+    must log these too, or OpenRLHF's batch split fails on keys some samples lack."""
+    keys = quality_log_keys(cfg, judge)
+    if cfg.stream_update_every > 0:
+        terms = [k for k, w in (("rnd", cfg.rnd_weight), ("diversity", cfg.diversity_weight),
+                                ("archive", cfg.archive_weight)) if w > 0]
+        terms += ["bank"] if cfg.bank_path and cfg.bank_weight > 0 else []
+        keys[-2:-2] = [PREFIX + k for k in terms + ["novelty", "gate"]]
+    return keys
+
+
 class RemoteReward:
     """One per process: the reward file keeps one per vLLM engine, the server one for all engines."""
 
@@ -73,10 +85,7 @@ class RemoteReward:
         self.log_keys = self._log_keys()
 
     def _log_keys(self) -> list[str]:
-        keys = quality_log_keys(self.config, judge=self.model.judge is not None)
-        if self.streaming:
-            keys[-2:-2] = [PREFIX + k for k in self.model.novelty_terms() + ["novelty", "gate"]]
-        return keys
+        return log_keys(self.config, judge=self.model.judge is not None)
 
     def __call__(self, queries: list[str], prompts: list[str], labels: list | None = None) -> dict:
         """OpenRLHF's contract: lists in, ``{"rewards": [..], "scores": [..], "extra_logs": {k: [..]}}`` out."""

@@ -14,7 +14,7 @@ import os
 import threading
 
 from openrlhf_novelty.config import NoveltyConfig
-from openrlhf_novelty.remote import RemoteReward
+from openrlhf_novelty.remote import RemoteReward, log_keys
 
 CONFIG_ENV = "OPENRLHF_NOVELTY_CONFIG"
 CONFIG_JSON_ENV = "OPENRLHF_NOVELTY_CONFIG_JSON"
@@ -63,10 +63,14 @@ def reward_func(queries, prompts, labels, **kwargs):
     n = len(queries)
     try:
         result = _get_remote()(queries, prompts, labels)
-    except Exception as e:  # a bad config file: every sample reports the error instead of crashing the step
+    except Exception as e:  # a bad config, a judge that cannot load: report the error instead of crashing the step
         _logger.error("novelty reward_func cannot start: %s", e)
-        result = {"rewards": [0.0] * n, "scores": [0.0] * n,
-                  "extra_logs": {"novelty/masked": [1.0] * n, "novelty/error": [1.0] * n}}
+        try:  # the same keys as the engines that did start, so OpenRLHF can still stack this step's samples
+            keys = log_keys(config_from_env())
+        except Exception:
+            keys = ["novelty/masked", "novelty/error"]
+        logs = {k: [1.0 if k in ("novelty/masked", "novelty/error") else 0.0] * n for k in keys}
+        result = {"rewards": [0.0] * n, "scores": [0.0] * n, "extra_logs": logs}
     if n == 1:  # OpenRLHF turns each value into torch.tensor([value]): plain floats give shape [1]
         return {"rewards": result["rewards"][0], "scores": result["scores"][0],
                 "extra_logs": {k: v[0] for k, v in result["extra_logs"].items()}}

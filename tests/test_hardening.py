@@ -357,3 +357,25 @@ def test_server_binds_loopback_unless_told_otherwise():
     assert inspect.signature(RewardServer).parameters["host"].default == "127.0.0.1"
     args = cli.build_parser().parse_args(["serve"])
     assert args.host == "127.0.0.1"
+
+
+def test_a_reward_file_that_cannot_start_logs_every_key_the_others_do(tmp_path, monkeypatch):
+    # One engine fails to build its reward (here: the judge's local model path is gone on this node) while the
+    # others run: OpenRLHF stacks info key by key, so the failing engine must log the same keys.
+    import importlib.util
+
+    from openrlhf_novelty.reward_file import __file__ as reward_file
+
+    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "stream": {"update_every": 8}})
+    monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG_JSON", json.dumps(cfg.to_dict()))
+    spec = importlib.util.spec_from_file_location("reward_func", reward_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(module._get_remote.__globals__, "RemoteReward",
+                        lambda config: (_ for _ in ()).throw(RuntimeError("model path gone")))
+    out = module.reward_func(["p HYP: x"], ["p "], [""])
+    from openrlhf_novelty.remote import log_keys
+
+    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 9
+    assert out["extra_logs"]["novelty/error"] == 1.0 and out["extra_logs"]["novelty/masked"] == 1.0
+    assert out["rewards"] == 0.0
