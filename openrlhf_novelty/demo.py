@@ -44,7 +44,6 @@ def run_demo(out_dir: str, steps: int = 3, prompts_per_step: int = 4, k: int = 8
     import torch
     from tqdm import tqdm
 
-
     start = time.time()
     torch.manual_seed(seed)
     os.makedirs(out_dir, exist_ok=True)

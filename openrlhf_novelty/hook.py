@@ -123,9 +123,10 @@ class NoveltyHook:
             if self.config.hook_bonus_to == "reward" and s.rewards is not None:
                 # Quality from our reward file: the formula's own reward (w_q from this config, masked = 0);
                 # from anything else: its reward plus the bonus.
-                ours = scored is not None and PREFIX + "quality" in s.info
-                base = c["reward"][i] - bonus[i] if ours else s.rewards.float().flatten()[:1]
-                s.rewards = torch.as_tensor(base, dtype=torch.float32).reshape(1) + bonus[i]
+                if scored is not None and PREFIX + "quality" in s.info:
+                    s.rewards = torch.tensor([c["reward"][i]], dtype=torch.float32)
+                else:
+                    s.rewards = s.rewards.float().flatten()[:1] + bonus[i]
                 s.info["reward"] = s.rewards.clone()
         self.bonus = torch.tensor(bonus, dtype=torch.float32) if self.config.hook_bonus_to == "advantage" else None
         stats = {}

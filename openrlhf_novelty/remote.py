@@ -15,7 +15,7 @@ import threading
 import torch
 
 from openrlhf_novelty.config import NoveltyConfig
-from openrlhf_novelty.reward import PREFIX, NoveltyReward
+from openrlhf_novelty.reward import PREFIX, NoveltyReward, novelty_terms
 from openrlhf_novelty.stream import StreamingNovelty
 from openrlhf_novelty.text import response_from_query
 
@@ -64,10 +64,7 @@ def log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]:
     must log these too, or OpenRLHF's batch split fails on keys some samples lack."""
     keys = quality_log_keys(cfg, judge)
     if cfg.stream_update_every > 0:
-        terms = [k for k, w in (("rnd", cfg.rnd_weight), ("diversity", cfg.diversity_weight),
-                                ("archive", cfg.archive_weight)) if w > 0]
-        terms += ["bank"] if cfg.bank_path and cfg.bank_weight > 0 else []
-        keys[-2:-2] = [PREFIX + k for k in terms + ["novelty", "gate"]]
+        keys[-2:-2] = [PREFIX + k for k in novelty_terms(cfg) + ["novelty", "gate"]]
     return keys
 
 

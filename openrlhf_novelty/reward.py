@@ -44,6 +44,14 @@ def task_to_unit(cfg: NoveltyConfig, value: float) -> float:
     return (min(hi, max(lo, value)) - lo) / (hi - lo if hi > lo else 1.0)
 
 
+def novelty_terms(cfg: NoveltyConfig) -> list[str]:
+    """The novelty terms this config computes, in order: what adapters log, fixed for the run (a bank path with no
+    entries is refused when the model is built, so the path decides)."""
+    on = (("rnd", cfg.rnd_weight > 0), ("diversity", cfg.diversity_weight > 0),
+          ("archive", cfg.archive_weight > 0), ("bank", bool(cfg.bank_path) and cfg.bank_weight > 0))
+    return [k for k, enabled in on if enabled]
+
+
 def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """How much of its novelty each sample may earn, from its quality in [0, 1] (0 where masked)."""
     if cfg.reward_gate == "multiplicative":
@@ -140,11 +148,7 @@ class NoveltyReward:
         return self._archive
 
     def novelty_terms(self) -> list[str]:
-        """The novelty terms ``score`` computes under this config, in order: what adapters log, fixed per run."""
-        cfg = self.config
-        on = (("rnd", cfg.rnd_weight > 0), ("diversity", cfg.diversity_weight > 0),
-              ("archive", cfg.archive_weight > 0), ("bank", bool(self.bank_texts)))
-        return [k for k, enabled in on if enabled]
+        return novelty_terms(self.config)
 
     def extract_texts(self, responses: list[str]) -> tuple[list[str], list[bool]]:
         cfg = self.config
@@ -283,10 +287,10 @@ class NoveltyReward:
         training step, and the archive remembers it. Call once per step."""
         batches = scored if isinstance(scored, list) else [scored]
         with self._lock:
-            emb = torch.cat([b.embeddings[b.valid.to(b.embeddings.device)] for b in batches]) if batches else None
-            keys = torch.cat([b.prompt_keys[b.valid.cpu()] for b in batches]) if batches else None
-            stats = {"rnd_loss": self.rnd.update(emb) if emb is not None and emb.shape[0] else 0.0}
-            if self._archive is not None and emb is not None and emb.shape[0]:
+            emb = torch.cat([b.embeddings[b.valid.to(b.embeddings.device)] for b in batches])
+            keys = torch.cat([b.prompt_keys[b.valid.cpu()] for b in batches])
+            stats = {"rnd_loss": self.rnd.update(emb) if emb.shape[0] else 0.0}
+            if self._archive is not None and emb.shape[0]:
                 self._archive.add(emb, keys)
                 stats["archive_size"] = float(len(self._archive))
             self.step += 1

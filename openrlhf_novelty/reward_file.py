@@ -19,6 +19,7 @@ from openrlhf_novelty.remote import RemoteReward, log_keys
 CONFIG_ENV = "OPENRLHF_NOVELTY_CONFIG"
 CONFIG_JSON_ENV = "OPENRLHF_NOVELTY_CONFIG_JSON"
 _remote = None
+_fallback_keys: list[str] | None = None  # what a reward file that cannot start logs, found once
 _lock = threading.Lock()
 _logger = logging.getLogger("openrlhf_novelty.reward_file")
 
@@ -58,6 +59,17 @@ def _get_remote():
     return _remote
 
 
+def _failure_keys() -> list[str]:
+    """The keys the engines that did start log, so OpenRLHF can still stack this step's samples."""
+    global _fallback_keys
+    if _fallback_keys is None:
+        try:
+            _fallback_keys = log_keys(config_from_env())
+        except Exception:  # the config itself is broken: every engine fails alike, so these keys match
+            _fallback_keys = ["novelty/masked", "novelty/error"]
+    return _fallback_keys
+
+
 def reward_func(queries, prompts, labels, **kwargs):
     """One dict of floats per call (OpenRLHF passes one sample): rewards, scores (= quality), extra_logs."""
     n = len(queries)
@@ -65,11 +77,7 @@ def reward_func(queries, prompts, labels, **kwargs):
         result = _get_remote()(queries, prompts, labels)
     except Exception as e:  # a bad config, a judge that cannot load: report the error instead of crashing the step
         _logger.error("novelty reward_func cannot start: %s", e)
-        try:  # the same keys as the engines that did start, so OpenRLHF can still stack this step's samples
-            keys = log_keys(config_from_env())
-        except Exception:
-            keys = ["novelty/masked", "novelty/error"]
-        logs = {k: [1.0 if k in ("novelty/masked", "novelty/error") else 0.0] * n for k in keys}
+        logs = {k: [1.0 if k in ("novelty/masked", "novelty/error") else 0.0] * n for k in _failure_keys()}
         result = {"rewards": [0.0] * n, "scores": [0.0] * n, "extra_logs": logs}
     if n == 1:  # OpenRLHF turns each value into torch.tensor([value]): plain floats give shape [1]
         return {"rewards": result["rewards"][0], "scores": result["scores"][0],

@@ -15,8 +15,8 @@ import torch
 
 from openrlhf_novelty.batcher import Batcher
 from openrlhf_novelty.config import NoveltyConfig
-from openrlhf_novelty.diversity import group_diversity, prompt_key
-from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, quality_gate, reward_formula
+from openrlhf_novelty.diversity import group_diversity
+from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, reward_formula
 
 
 class StreamingNovelty:
@@ -53,10 +53,10 @@ class StreamingNovelty:
             mask = torch.tensor([v is None for v in quality])
             mask = mask if mask.any() else None
             q = torch.tensor(c["quality"], dtype=torch.float64)
-            eligible = scored.valid.cpu() & (quality_gate(cfg, q, mask) > 0)
-            emb = scored.embeddings.cpu()
+            eligible = scored.valid.cpu() & (torch.tensor(c["gate"]) > 0)  # the samples that can earn novelty
+            emb, keys = scored.embeddings.cpu(), scored.prompt_keys.tolist()
             div = []
-            for i, key in enumerate(prompt_key(p) for p in prompts):
+            for i, key in enumerate(keys):
                 sibs = self._siblings.get(key)
                 if not eligible[i]:  # earns no novelty, and is no sibling the others should differ from
                     div.append(0.0)
@@ -67,7 +67,7 @@ class StreamingNovelty:
                     sibs = self._siblings[key] = deque(maxlen=cfg.stream_group_size - 1)
                 sibs.append(emb[i])
                 self._siblings.move_to_end(key)
-            for i, key in enumerate(prompt_key(p) for p in prompts):
+            for i, key in enumerate(keys):
                 if scored.valid[i]:  # RND and the archive learn every text, eligible or not
                     self._pending.append((emb[i], key))
             while len(self._siblings) > cfg.stream_max_prompts:
