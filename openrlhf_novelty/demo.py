@@ -106,6 +106,6 @@ How to read it:
   diversity = how unlike the other answers to the same prompt
   Semantic diversity: embedding Vendi {vendi:.2f} effective distinct answers of {k}, {clusters:.2f} clusters.
   Format compliance {fmt:.2f}; judge soundness {sound:.2f} ({fail:.0f}% of judgments failed). The judge is
-  SmolLM2-135M read by probability (its expected score digit), a stand-in that barely tells sense from nonsense:
+  SmolLM2-135M read by probability (its expected score 0-10), a stand-in that barely tells sense from nonsense:
   point judge.base_url at a real model for real scores.
 """
