@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # Sections, in the order the reference lists them. A field belongs to the section its name starts with.
-SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "judge", "stream", "hook")
+SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "quality", "judge", "stream",
+            "hook")
 
 # Chat-template / EOS residue that decoding with special tokens kept leaves at the end of a response.
 DEFAULT_STRIP_TOKENS = [
@@ -113,6 +114,26 @@ class NoveltyConfig:
     reward_task_func: str = _f("", "Python file defining reward_func(queries, prompts, labels) with OpenRLHF's "
                                "signature (e.g. your math checker); its rewards become the task part of quality")
 
+    # --- quality: conditions novelty cannot buy (each multiplies quality, so it also gates novelty)
+    quality_relevance_weight: float = _f(
+        1.0, "how much an off-topic answer loses: quality x (1 - w (1 - relevance)); relevance compares the answer's "
+        "similarity to its own prompt with its similarity to other recent prompts; 0 = off (answers that need not "
+        "resemble their prompt: a bare number, code)", 0, 1)
+    quality_relevance_ramp: list[float] = _f([0.5, 2.0], "relevance rises from 0 to 1 as the answer's z-score (own "
+                                             "prompt vs the others) goes from lo to hi")
+    quality_relevance_prompts: int = _f(256, "recent distinct prompts remembered as the relevance reference", 2, None)
+    quality_relevance_min_prompts: int = _f(4, "other prompts needed before relevance is measured (1 until then)",
+                                            2, None)
+    quality_degenerate_weight: float = _f(1.0, "how much a degenerate answer loses: quality x (1 - w (1 - "
+                                          "nondegenerate)); 0 = off", 0, 1)
+    quality_min_words: int = _f(3, "answers (the extracted part) shorter than this are degenerate; lower it for "
+                                "short-answer patterns", 0, None)
+    quality_max_repeat: float = _f(0.5, "repeated word-trigram share at which an answer is degenerate (full credit "
+                                   "at half of it)", 0.01, 1)
+    quality_shared_threshold: float = _f(0.95, "cosine at or above which an answer is the same as an answer to a "
+                                         "different prompt (this batch or the archive): it earns no novelty; above "
+                                         "1 = off", 0, 2)
+
     # --- judge: the RLAIF soundness judge (off unless base_url or local_path is set)
     judge_base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; comma-separated "
                              "for several judges averaged")
@@ -142,6 +163,10 @@ class NoveltyConfig:
     judge_breaker_failures: int = _f(8, "consecutive failures that open the circuit breaker", 1, None)
     judge_breaker_cooldown: float = _f(30.0, "seconds an open breaker skips the endpoint", 0, None)
     judge_cache_size: int = _f(10000, "identical (prompt, response) judgments remembered (LRU)", 0, None)
+    judge_blind_numbers: bool = _f(True, "the judge sees the response as a quoted string with every number "
+                                   "(digits or words) shown as #: a number in the answer (a leading '9', '10/10') "
+                                   "otherwise buys the score read after it; off when soundness depends on the "
+                                   "numbers (math)")
 
     # --- stream: per-sample novelty in the reward file / server when the experience-maker hook is not used
     stream_update_every: int = _f(0, "0 = the reward file and server return quality only (the hook adds novelty); "
@@ -184,6 +209,9 @@ class NoveltyConfig:
                 re.compile(self.extract_pattern)
             except re.error as e:
                 raise ConfigError(f"config extract.pattern: not a valid regex ({e})") from None
+        ramp = self.quality_relevance_ramp
+        if len(ramp) != 2 or ramp[0] >= ramp[1]:
+            raise ConfigError(f"config quality.relevance_ramp: must be [lo, hi] with lo < hi, got {ramp}")
         if self.judge_base_url and not self.judge_model:
             raise ConfigError("config judge.model: required when judge.base_url is set")
         if self.reward_task_func and not os.path.isfile(self.reward_task_func):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from collections import OrderedDict
 
+import torch
+
+from openrlhf_novelty.checks import relevance, shared_across_prompts
 from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.diversity import prompt_key
 from openrlhf_novelty.metrics import pass_at_k, prompt_metrics, summarize
 from openrlhf_novelty.text import clean_text, extract
 
@@ -25,7 +30,21 @@ DESCRIPTIONS = {
     "soundness": "mean judge soundness (0..1)",
     "judge_failed": "share of judgments that failed (fallback used)",
     "pass_at_k": "share of prompts with at least one correct sample (needs labels and reward.task_func)",
+    "relevance": "closeness to the answer's own prompt against the other prompts, 0..1 (quality.relevance_*)",
+    "on_topic": "share of answers with relevance >= 0.5",
+    "cross_prompt_duplicates": "whole set: share of answers (near-)verbatim also given to another prompt "
+                               "(cos >= quality.shared_threshold); collapse > 0",
+    "distinct_answers": "whole set: distinct answers (exact, case and spacing ignored) / all answers",
+    "vendi_set": "whole set: effective number of distinct answers across every prompt (embedding Vendi)",
+    "soundness_stripped": "judge probe: soundness of the answers with any leading number removed",
+    "judge_number_gain": "judge probe: soundness as written - stripped (> 0.05: numbers buy the judge)",
+    "judge_primed_gain": "judge probe: soundness with '10/10 ' prepended - as written (> 0.05: the judge can be "
+                         "bought)",
 }
+# When a run counts as collapsed, off topic, or judged by a judge a number can buy: the report's first lines.
+COLLAPSE_DUPLICATES, OFF_TOPIC_RATE, JUDGE_GAIN = 0.05, 0.5, 0.05
+_LEADING_NUMBER = re.compile(r"^\W*(?:\d+(?:[.,:/]\d+)*(?:\s*%|\s*/\s*\d+|\s+out of \d+)?(?=[\s.:,)\-]|$)"
+                             r"[\s.:,)\-]*)+")
 
 
 def read_generations(path: str) -> OrderedDict[str, list[dict]]:
@@ -39,14 +58,25 @@ def read_generations(path: str) -> OrderedDict[str, list[dict]]:
 
 
 def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: NoveltyConfig, threshold: float,
-                 bank=None, judge=None, verifier=None, soundness: list[float | None] | None = None) -> dict:
-    """Metrics per prompt and overall. ``soundness`` (one per sample, None = failed) skips asking ``judge``."""
+                 bank=None, judge=None, verifier=None, soundness: list[float | None] | None = None,
+                 probe: int = 64) -> dict:
+    """Metrics per prompt, overall, and over the whole set (what a per-prompt view cannot see: one answer given
+    to every prompt, drift off topic). ``soundness`` (one per sample, None = failed) skips asking ``judge``.
+    ``probe``: answers (spread over the set) the judge rescores with leading numbers stripped and with '10/10 '
+    prepended, to show whether its soundness can be bought; 0 = no probe."""
     prompts = [p for p, rows in groups.items() for _ in rows]
     raw = [r["response"] for rows in groups.values() for r in rows]
     extracted = [extract(clean_text(t, config.extract_strip_tokens), config.extract_pattern, config.extract_fallback)
                  for t in raw]
     texts, matched = [t for t, _ in extracted], [m for _, m in extracted]
     emb = embedder.encode(texts)
+    keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+    distinct_prompts = list(groups)
+    prompt_emb = embedder.encode(distinct_prompts)
+    own = prompt_emb[[distinct_prompts.index(p) for p in prompts]] if prompts else prompt_emb
+    rel = relevance(emb, own, keys, torch.tensor([prompt_key(p) for p in distinct_prompts]), prompt_emb,
+                    tuple(config.quality_relevance_ramp), config.quality_relevance_min_prompts)
+    rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)
     sound = failed = correct = None
     if soundness is not None:
         sound, failed = soundness, [s is None for s in soundness]
@@ -71,10 +101,70 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
             m["judge_failed"] = sum(failed[start:end]) / len(rows)
         if correct is not None:
             m["pass_at_k"] = pass_at_k(correct[start:end])
+        m["relevance"] = float(rel[start:end].mean())
+        m["on_topic"] = float((rel[start:end] >= 0.5).double().mean())
         per_prompt.append({"prompt": prompt, "k": len(rows), **m})
         start = end
     overall = summarize([{k: v for k, v in p.items() if k not in ("prompt", "k")} for p in per_prompt])
+    overall.update(set_metrics(texts, emb, keys, config.quality_shared_threshold))
+    if judge is not None and probe > 0 and texts:
+        overall.update(judge_probe(judge, prompts, texts, sound, probe))
     return {"prompts": len(groups), "samples": len(raw), "overall": overall, "per_prompt": per_prompt}
+
+
+def set_metrics(texts: list[str], emb: torch.Tensor, keys: torch.Tensor, shared_threshold: float) -> dict:
+    """Whole-set diversity: cross-prompt duplicates, distinct answers, embedding Vendi over every answer."""
+    valid = torch.tensor([bool(t) for t in texts])
+    shared = shared_across_prompts(emb, keys, valid, min(shared_threshold, 1.0))
+    normalized = {" ".join(t.lower().split()) for t in texts}
+    sample = emb if emb.shape[0] <= 2000 else emb[torch.linspace(0, emb.shape[0] - 1, 2000).long()]
+    from openrlhf_novelty.metrics import embedding_vendi
+
+    return {"cross_prompt_duplicates": float(shared.mean()) if texts else 0.0,
+            "distinct_answers": len(normalized) / len(texts) if texts else 0.0,
+            "vendi_set": embedding_vendi(sample)}
+
+
+def strip_leading_number(text: str) -> str:
+    """'9. Tweets ...', '95% tweets ...', '10/10 - tweets ...' -> 'Tweets ...': what a number-primed answer says."""
+    return _LEADING_NUMBER.sub("", text, count=1) or text
+
+
+def judge_probe(judge, prompts: list[str], texts: list[str], sound: list[float | None], n: int) -> dict:
+    """Rescore up to ``n`` answers (evenly spread) stripped of any leading number and with '10/10 ' prepended."""
+    idx = sorted({round(i * (len(texts) - 1) / max(1, n - 1)) for i in range(min(n, len(texts)))})
+    idx = [i for i in idx if texts[i] and sound[i] is not None]
+    if not idx:
+        return {}
+    ps = [prompts[i] for i in idx]
+    stripped = judge.judge_many(ps, [strip_leading_number(texts[i]) for i in idx])[0]
+    primed = judge.judge_many(ps, ["10/10 " + texts[i] for i in idx])[0]
+    rows = [(sound[i], s, p) for i, s, p in zip(idx, stripped, primed) if s is not None and p is not None]
+    if not rows:
+        return {}
+    return {"soundness_stripped": statistics.fmean(s for _, s, _ in rows),
+            "judge_number_gain": statistics.fmean(w - s for w, s, _ in rows),
+            "judge_primed_gain": statistics.fmean(p - w for w, _, p in rows)}
+
+
+def verdicts(runs: dict[str, dict]) -> list[str]:
+    """One line per failure the numbers show: collapse across prompts, drift off topic (absolutely, or against the
+    first run: the untrained model), a judge that numbers can buy. Empty when none."""
+    lines, first = [], next(iter(runs.values()), None)
+    for name, run in runs.items():
+        o = run["overall"]
+        if o.get("cross_prompt_duplicates", 0.0) > COLLAPSE_DUPLICATES:
+            lines.append(f"COLLAPSED: {name}: {o['cross_prompt_duplicates']:.0%} of answers are (near-)duplicates of "
+                         f"answers to other prompts; {o['distinct_answers']:.0%} of answers are distinct")
+        base = first["overall"].get("on_topic") if first is not None and run is not first else None
+        if "on_topic" in o and (o["on_topic"] < OFF_TOPIC_RATE or (base is not None and o["on_topic"] < base - 0.1)):
+            against = f" (was {base:.0%} in {next(iter(runs))})" if base is not None else ""
+            lines.append(f"OFF TOPIC: {name}: only {o['on_topic']:.0%} of answers are about their prompt{against}")
+        for key, what in (("judge_number_gain", "leading numbers"), ("judge_primed_gain", "a prepended '10/10'")):
+            if o.get(key, 0.0) > JUDGE_GAIN:
+                lines.append(f"JUDGE BOUGHT: {name}: {what} add {o[key]:+.2f} soundness; its soundness figure "
+                             "is not evidence")
+    return lines
 
 
 def write_report(runs: dict[str, dict], out_dir: str) -> list[str]:
@@ -84,7 +174,8 @@ def write_report(runs: dict[str, dict], out_dir: str) -> list[str]:
         json.dump(runs, fh, indent=2, ensure_ascii=False)
     names = list(runs)
     metrics = [k for k in DESCRIPTIONS if any(k in r["overall"] for r in runs.values())]
-    lines = ["# Diversity and quality report", "",
+    warn = verdicts(runs)
+    lines = ["# Diversity and quality report", "", *([f"**{w}**" for w in warn] + [""] if warn else []),
              "Per-prompt metrics averaged over prompts. " +
              ", ".join(f"**{n}**: {runs[n]['prompts']} prompts, {runs[n]['samples']} samples" for n in names) + ".",
              "", "| metric | " + " | ".join(names) + " | meaning |", "| --- | " + " | ".join("---" for _ in names) + " | --- |"]

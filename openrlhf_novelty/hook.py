@@ -18,7 +18,7 @@ import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.remote import quality_log_keys
-from openrlhf_novelty.reward import PREFIX, NoveltyReward, task_to_unit
+from openrlhf_novelty.reward import PREFIX, NoveltyReward, gate_log_keys, task_to_unit
 from openrlhf_novelty.state import load_state
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class NoveltyHook:
         if not samples:
             return
         self.check_reward_keys(samples)
-        logged = self.model.novelty_terms() + ["novelty", "gate"]  # fixed by the config, failure or not
+        logged = self.model.novelty_terms() + gate_log_keys(self.config)  # fixed by the config, failure or not
         try:
             if len(samples) % self.n:
                 raise ValueError(f"{len(samples)} rollout samples do not split into groups of {self.n}")

@@ -67,6 +67,22 @@ def render(template: str, prompt: str, response: str) -> str:
     return template.replace("{prompt}", prompt).replace("{response}", response)
 
 
+_NUMBER = re.compile(r"\d+(?:[.,:/]\d+)*|\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
+                     r"twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million)\b",
+                     re.IGNORECASE)
+
+
+def blind_numbers(response: str) -> str:
+    """What a judge with ``judge.blind_numbers`` reads: the response as a JSON string, every number shown as #.
+
+    A judge scores with a number, and a number in the answer primes it: SmolLM2 read by probability gave the same
+    answers +0.28 with a leading "9", +0.19 with "10/10" and +0.12 with a "9" mid-sentence (64 answers); blinded,
+    every shift is within 0.02 on average and 0.05 at most, and quoting halves what "ten out of ten" still moves
+    (BENCHMARKS.md). The quotes also mark where the answer ends, so it cannot pose as the rubric.
+    """
+    return json.dumps(_NUMBER.sub("#", response), ensure_ascii=False)
+
+
 _SCORE_PATTERNS = [
     re.compile(r'"?score"?\s*[:=]\s*"?(\d+(?:\.\d+)?)', re.IGNORECASE),
     re.compile(r"(\d+(?:\.\d+)?)\s*/\s*10\b"),
@@ -213,6 +229,7 @@ class Judge:
             raise ConfigError("config judge: set judge.base_url (an endpoint) or judge.local_path (a local model)")
         self.config = config
         self.template = load_rubric(config.judge_rubric)
+        self.view = blind_numbers if config.judge_blind_numbers else str
         self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
         self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
                          for u in self.endpoints}
@@ -283,7 +300,7 @@ class Judge:
                     self._cache.move_to_end(key)
                     self.stats.cache_hits += 1
                 elif key not in todo:
-                    todo[key] = render(self.template, p, r)
+                    todo[key] = render(self.template, p, self.view(r))
             self.stats.judged += len(todo)
         got: dict[bytes, float | None] = {}
         items = list(todo.items())
@@ -359,7 +376,7 @@ class Judge:
     async def _judge_uncached(self, key: bytes, prompt: str, response: str) -> tuple[float | None, bool]:
         with self._lock:
             self.stats.judged += 1
-        text = render(self.template, prompt, response)
+        text = render(self.template, prompt, self.view(response))
         scores = []
         for source in self.endpoints:  # a local judge never comes here: ajudge_many batches it
             for _ in range(self.config.judge_samples):

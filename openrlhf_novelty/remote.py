@@ -15,7 +15,7 @@ import threading
 import torch
 
 from openrlhf_novelty.config import NoveltyConfig
-from openrlhf_novelty.reward import PREFIX, NoveltyReward, novelty_terms
+from openrlhf_novelty.reward import PREFIX, NoveltyReward, gate_log_keys, novelty_terms, quality_checks
 from openrlhf_novelty.stream import StreamingNovelty
 from openrlhf_novelty.text import response_from_query
 
@@ -56,6 +56,7 @@ def quality_log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]
         keys += ["soundness", "judge_failed"] if cfg.reward_soundness_weight > 0 else ["judge_failed"]
     if cfg.reward_task_func and cfg.reward_task_weight > 0:
         keys.append("task")
+    keys += quality_checks(cfg)
     return [PREFIX + k for k in keys + ["masked", "error"]]
 
 
@@ -64,7 +65,7 @@ def log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]:
     must log these too, or OpenRLHF's batch split fails on keys some samples lack."""
     keys = quality_log_keys(cfg, judge)
     if cfg.stream_update_every > 0:
-        keys[-2:-2] = [PREFIX + k for k in novelty_terms(cfg) + ["novelty", "gate"]]
+        keys[-2:-2] = [PREFIX + k for k in novelty_terms(cfg) + gate_log_keys(cfg)]
     return keys
 
 

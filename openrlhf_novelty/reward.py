@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from openrlhf_novelty.checks import PromptMemory, nondegenerate, relevance, shared_across_prompts
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, prompt_key
 from openrlhf_novelty.rnd import RND
@@ -52,6 +53,17 @@ def novelty_terms(cfg: NoveltyConfig) -> list[str]:
     return [k for k, enabled in on if enabled]
 
 
+def quality_checks(cfg: NoveltyConfig) -> list[str]:
+    """The conditions that multiply quality under this config, in order (what adapters log)."""
+    on = (("relevance", cfg.quality_relevance_weight > 0), ("nondegenerate", cfg.quality_degenerate_weight > 0))
+    return [k for k, enabled in on if enabled]
+
+
+def gate_log_keys(cfg: NoveltyConfig) -> list[str]:
+    """What every path that pays novelty logs besides the terms: the sum, the gate, and the shared-answer flag."""
+    return ["novelty", "gate"] + (["shared"] if cfg.quality_shared_threshold <= 1 else [])
+
+
 def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """How much of its novelty each sample may earn, from its quality in [0, 1] (0 where masked)."""
     if cfg.reward_gate == "multiplicative":
@@ -64,17 +76,22 @@ def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor |
 
 
 def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty_terms: dict[str, torch.Tensor],
-                   mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   mask: torch.Tensor | None = None, shared: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The whole reward, per sample; every input and output is a [batch] tensor. The only place terms combine.
 
+        quality = mean_w(format, soundness, task)             (NoveltyReward.quality; 1 when none is configured)
+                  x (1 - w_rel (1 - relevance)) x (1 - w_deg (1 - nondegenerate))
         novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank (each term already clipped)
-        gate    = quality                        multiplicative: novelty pays in proportion to quality
-                | 1[quality >= threshold]        threshold
-                | 1                              none
+        gate    = ( quality                      multiplicative: novelty pays in proportion to quality
+                  | 1[quality >= threshold]      threshold
+                  | 1 )                          none
+                  x (1 - shared)                 an answer also given to another prompt earns no novelty
         bonus   = beta_t * gate * novelty
         reward  = w_q * quality  +  bonus
 
-    ``quality`` is in [0, 1]. ``mask`` marks samples whose quality is unknown (a failed judge with fallback
+    Grades average (a half-sound answer is half good); conditions multiply (an off-topic or looping answer is not
+    partly good, and an averaged-in zero would let a large novelty bonus outbid it). ``quality`` is in [0, 1].
+    ``shared`` is 1 where the answer is (near-)verbatim an answer to a different prompt. ``mask`` marks samples whose quality is unknown (a failed judge with fallback
     ``mask``, a failed reward file): they get no quality credit and no novelty credit. Adapters that add novelty
     to a reward computed elsewhere (the experience-maker hook) add ``bonus``.
     """
@@ -82,6 +99,8 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
                "bank": cfg.bank_weight}
     novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
     gate = quality_gate(cfg, quality, mask)
+    if shared is not None:
+        gate = gate * (1.0 - shared)
     if mask is not None:
         quality = quality.masked_fill(mask, 0.0)
     bonus = novelty_coef(cfg, step) * gate * novelty
@@ -117,6 +136,8 @@ class NoveltyReward:
             judge = Judge(cfg)
         self.judge = judge
         self.bank_texts = _read_bank(cfg.bank_path) if cfg.bank_path and cfg.bank_weight > 0 else []
+        self.prompts = PromptMemory(cfg.quality_relevance_prompts)  # relevance's reference
+        self._watch: dict[str, list[float]] = {}  # check name -> [sum, count, warned]
         self.step = 0
         self._rnd: RND | None = None
         self._archive: Archive | None = None
@@ -185,21 +206,26 @@ class NoveltyReward:
         if soundness is None and quality is None and self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
 
-        if quality is not None:
-            unknown = [q is None or not math.isfinite(q) for q in quality]
-            q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
-                             dtype=torch.float64)
-            parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
-        else:
-            q, parts, mask = self._quality(matched, task_rewards, soundness)
-
+        keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         with self._lock:
             emb = self.embedder.encode(texts)
             self._ensure_built(emb.shape[1])
+            if quality is not None:
+                unknown = [q is None or not math.isfinite(q) for q in quality]
+                q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
+                                 dtype=torch.float64)
+                parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
+            else:
+                q, parts, mask = self._quality(prompts, keys, texts, matched, task_rewards, soundness, emb)
             valid = torch.tensor([bool(t) for t in texts], device=emb.device)
+            shared = None
+            if cfg.quality_shared_threshold <= 1:
+                past = (self._archive.emb[: self._archive.count], self._archive.keys[: self._archive.count]) \
+                    if self._archive is not None else (None, None)
+                shared = shared_across_prompts(emb, keys, valid, cfg.quality_shared_threshold, *past)
             # Only a sample that can earn novelty (text, and an open gate) is a sibling worth differing from.
-            eligible = valid.cpu() & (quality_gate(cfg, q, mask) > 0)
-            keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+            gate = quality_gate(cfg, q, mask) * (1.0 - shared if shared is not None else 1.0)
+            eligible = valid.cpu() & (gate > 0)
 
             terms: dict[str, torch.Tensor] = {}
             extra: dict[str, torch.Tensor] = {}
@@ -216,7 +242,9 @@ class NoveltyReward:
                 terms["bank"] = knn_distance(emb, self._bank_emb.to(emb.device), 1)
             # Empty text (nothing extracted, an empty response) earns no novelty: it is not an idea.
             terms = {k: v.double().cpu() * valid.cpu() for k, v in terms.items()}
-            out = reward_formula(cfg, self.step, q, terms, mask)
+            out = reward_formula(cfg, self.step, q, terms, mask, shared)
+            if shared is not None:
+                parts["shared"] = shared
             components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
                           **{k: v.tolist() for k, v in terms.items()},
                           **{k: v.cpu().tolist() for k, v in extra.items()}}
@@ -231,11 +259,14 @@ class NoveltyReward:
 
         This is what OpenRLHF's per-sample reward call computes; the novelty side needs the whole group.
         """
+        if len(prompts) != len(responses):
+            raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
         texts, matched = self.extract_texts(responses)
         soundness = judge_failed = None
         if self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
-        q, parts, mask = self._quality(matched, task_rewards, soundness)
+        keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+        q, parts, mask = self._quality(prompts, keys, texts, matched, task_rewards, soundness)
         values = [None if mask is not None and mask[i] else v for i, v in enumerate(q.tolist())]
         out = {k: v.tolist() for k, v in parts.items()}
         if judge_failed is not None:
@@ -253,8 +284,51 @@ class NoveltyReward:
                 scores[i], failed[i] = s, f
         return scores, failed
 
-    def _quality(self, matched, task_rewards, soundness):
-        """Weighted mean of the quality parts configured for this batch; 1 when none is (novelty ungated)."""
+    def _quality(self, prompts, keys, texts, matched, task_rewards, soundness, emb=None):
+        """Quality as ``reward_formula`` writes it: the weighted mean of the grades configured (format, soundness,
+        task; 1 when none is) times the conditions (relevance, non-degeneracy). ``emb``: the texts' embeddings,
+        encoded here when relevance needs them and the caller has none."""
+        cfg = self.config
+        q, parts, mask = self._grades(matched, task_rewards, soundness)
+        checks: dict[str, tuple[torch.Tensor, float]] = {}
+        if cfg.quality_relevance_weight > 0:
+            own = self.prompts.lookup(keys.tolist(), prompts, self.embedder.encode)
+            emb = self.embedder.encode(texts) if emb is None else emb
+            rel = relevance(emb, own, keys, *self.prompts.reference(), tuple(cfg.quality_relevance_ramp),
+                            cfg.quality_relevance_min_prompts)
+            rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)  # no text: about nothing
+            checks["relevance"] = (rel, cfg.quality_relevance_weight)
+        if cfg.quality_degenerate_weight > 0:
+            checks["nondegenerate"] = (nondegenerate(texts, cfg.quality_min_words, cfg.quality_max_repeat),
+                                       cfg.quality_degenerate_weight)
+        for name, (values, weight) in checks.items():
+            parts[name] = values
+            q = q * (1.0 - weight * (1.0 - values))
+            self._watch_check(name, values)
+        if not parts and not self._warned_ungated and cfg.reward_gate != "none":
+            self._warned_ungated = True
+            logger.warning("no quality source (format pattern, judge, task reward, relevance or degeneracy check): "
+                           "quality is 1, so novelty is effectively ungated")
+        return q, parts, mask
+
+    # A check that fails on most samples is more likely misconfigured for the task than right about every answer.
+    _WATCH = {"relevance": (0.3, "quality.relevance_weight 0 if answers need not resemble their prompt (a bare "
+                                 "number, code)"),
+              "nondegenerate": (0.5, "quality.min_words lower if short answers are right for this task")}
+
+    def _watch_check(self, name: str, values: torch.Tensor) -> None:
+        total = self._watch.setdefault(name, [0.0, 0, False])
+        total[0] += float(values.sum())
+        total[1] += values.numel()
+        floor, advice = self._WATCH[name]
+        if not total[2] and total[1] >= 256 and total[0] / total[1] < floor:
+            total[2] = True
+            logger.warning("mean %s is %.2f over the first %d samples: most answers fail this check, so they earn "
+                           "little quality and no novelty. If that is not what the task looks like, set %s",
+                           name, total[0] / total[1], total[1], advice)
+
+    def _grades(self, matched, task_rewards, soundness):
+        """Weighted mean of the graded parts configured for this batch (format, soundness, task); 1 when none is."""
         cfg = self.config
         n = len(matched)
         parts: dict[str, torch.Tensor] = {}
@@ -273,10 +347,6 @@ class NoveltyReward:
             parts["task"] = torch.tensor([task_to_unit(cfg, v) for v in vals], dtype=torch.float64)
             weights["task"] = cfg.reward_task_weight
         if not parts:
-            if not self._warned_ungated and cfg.reward_gate != "none":
-                self._warned_ungated = True
-                logger.warning("no quality source (format pattern, judge or task reward): quality is 1, so novelty "
-                               "is effectively ungated")
             return torch.ones(n, dtype=torch.float64), parts, None
         total = sum(weights.values())
         quality = sum(weights[k] * parts[k] for k in parts) / total
@@ -307,6 +377,7 @@ class NoveltyReward:
                 "shape": {"rnd_hidden": cfg.rnd_hidden, "rnd_out": cfg.rnd_out, "archive_size": cfg.archive_size},
                 "rnd": self.rnd.state_dict(),
                 "archive": self._archive.state_dict() if self._archive is not None else None,
+                "prompts": self.prompts.state_dict(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -324,6 +395,8 @@ class NoveltyReward:
             self._rnd.load_state_dict(state["rnd"])
             if self._archive is not None and state["archive"] is not None:
                 self._archive.load_state_dict(state["archive"])
+            if "prompts" in state:  # states saved before relevance existed have none
+                self.prompts.load_state_dict(state["prompts"])
             self.step = int(state["step"])
 
     def save(self, path: str | os.PathLike) -> None:

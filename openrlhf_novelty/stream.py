@@ -75,11 +75,14 @@ class StreamingNovelty:
             terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("rnd", "archive", "bank") if k in c}
             if cfg.diversity_weight > 0:
                 terms["diversity"] = torch.tensor(div, dtype=torch.float64)
-            out = reward_formula(cfg, scored.step, q, terms, mask)
+            shared = torch.tensor(c["shared"], dtype=torch.float64) if "shared" in c else None
+            out = reward_formula(cfg, scored.step, q, terms, mask, shared)
             while len(self._pending) >= cfg.stream_update_every:  # every K samples, however they were batched
                 self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
         comps.update(novelty=out["novelty"].tolist(), gate=out["gate"].tolist())
+        if shared is not None:
+            comps["shared"] = shared.tolist()
         return out["reward"].tolist(), comps
 
     def _update(self, k: int) -> None:

@@ -263,7 +263,7 @@ def test_a_flapping_judge_costs_only_the_failed_judgments(embedder):
 
     with FakeOpenAI() as fake:
         cfg = NoveltyConfig.from_dict({"judge": {"base_url": fake.url, "model": "m", "retries": 0,
-                                                 "breaker_failures": 1000, "timeout": 5}})
+                                                 "breaker_failures": 1000, "timeout": 5, "blind_numbers": False}})
         judge = Judge(cfg)
         responses = [f"[[500]] idea {i}" if i % 3 == 0 else f"idea {i}" for i in range(30)]
         scores, failed = judge.judge_many(["t"] * 30, responses)
@@ -376,6 +376,6 @@ def test_a_reward_file_that_cannot_start_logs_every_key_the_others_do(tmp_path, 
     out = module.reward_func(["p HYP: x"], ["p "], [""])
     from openrlhf_novelty.remote import log_keys
 
-    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 9
+    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 12
     assert out["extra_logs"]["novelty/error"] == 1.0 and out["extra_logs"]["novelty/masked"] == 1.0
     assert out["rewards"] == 0.0

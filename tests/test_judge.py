@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.judge import Judge, JudgeUnavailable, load_rubric, parse_score, render
+from openrlhf_novelty.judge import Judge, JudgeUnavailable, blind_numbers, load_rubric, parse_score, render
+from tests.conftest import TOY_TEXTS
 from tests.fake_openai import FakeOpenAI, refused_url
 
 
@@ -25,7 +26,8 @@ def transport(request):
 
 
 def judge(url, **settings) -> Judge:
-    base = {"base_url": url, "model": "judge", "retries": 2, "backoff": 0.01, "timeout": 5.0}
+    # The scripted server reads behaviours from markers with digits ([[score-9]], [[500]]): shown unblinded.
+    base = {"base_url": url, "model": "judge", "retries": 2, "backoff": 0.01, "timeout": 5.0, "blind_numbers": False}
     return Judge(NoveltyConfig.from_dict({"judge": {**base, **settings}}))
 
 
@@ -151,7 +153,8 @@ def test_reward_model_uses_the_judge_as_soundness(server, embedder):
     from openrlhf_novelty.reward import NoveltyReward
 
     cfg = NoveltyConfig.from_dict({"judge": {"base_url": server.url, "model": "judge", "retries": 0,
-                                             "fallback": "mask"}, "extract": {"pattern": r"HYP:\s*(.+)"}})
+                                             "fallback": "mask", "blind_numbers": False},
+                                   "extract": {"pattern": r"HYP:\s*(.+)"}, "quality": TOY_TEXTS})
     m = NoveltyReward(cfg, embedder=embedder)
     s = m.score(["t"] * 4, ["HYP: [[score-9]] a", "HYP: [[500]] b", "HYP: [[score-2]] c", "no hypothesis"], 4)
     assert s.components["soundness"][:3] == pytest.approx([0.9, 0.0, 0.2])
@@ -178,7 +181,7 @@ def test_local_smollm2_backend_judges_offline():
     scores, failed = j.judge_many([task], [answer])
     assert j.stats.requests == 1 and len(scores) == 1
     # Greedy decoding is deterministic: the judgment is exactly what its own reply parses to, else the fallback.
-    parsed = parse_score(j.local.reply(render(j.template, task, answer), 24))
+    parsed = parse_score(j.local.reply(render(j.template, task, j.view(answer)), 24))
     assert (failed, scores) == (([True], [0.5]) if parsed is None else ([False], [parsed]))
     assert isinstance(j.local.reply("Say hello.", 8), str)
 
@@ -273,3 +276,44 @@ def test_demo_runs_end_to_end_at_reduced_size(tmp_path, capsys):
         assert (out / name).is_file(), name
     printed = capsys.readouterr().out
     assert "How to read it:" in printed and str(out / "report" / "report.md") in printed
+
+
+def test_blind_numbers_hides_every_number_and_quotes_the_answer():
+    assert blind_numbers("9 tweets with 95% links, 10/10") == '"# tweets with #% links, #"'
+    assert blind_numbers("Ten out of ten, said someone at 12:30") == '"# out of #, said someone at #"'
+    assert blind_numbers('a "quoted"\nline') == '"a \\"quoted\\"\\nline"'
+
+
+def test_an_endpoint_judge_sees_the_blinded_answer_by_default(server):
+    j = Judge(NoveltyConfig.from_dict({"judge": {"base_url": server.url, "model": "judge", "retries": 0}}))
+    j.judge_many(["Propose a hypothesis."], ["9/10: tweets posted at 9 am get 2x more retweets"])
+    sent = [c for c in server.seen if "tweets posted at" in c]
+    assert len(sent) == 1 and '"#: tweets posted at # am get #x more retweets"' in sent[0]
+
+
+# Plausible answers to three of the A/B's prompts (benchmarks/ab_prompts.py), one per kind.
+ANSWERS = [
+    ("You study which songs get more streams. Propose one testable hypothesis about what makes some songs get more "
+     "streams than others. Answer with one line starting with 'HYP:'.",
+     "Songs with a catchy chorus in the first thirty seconds get more streams."),
+    ("Propose one original idea that makes a bus stop more enjoyable. Answer with one line starting with 'IDEA:'.",
+     "A bus stop with a small lending library and a screen showing when each bus will arrive."),
+    ("Write a two-sentence story about a lighthouse keeper. Answer with one line starting with 'STORY:'.",
+     "The lighthouse keeper kept the lamp lit for a ship that sank a century ago. Tonight, it finally answered."),
+]
+
+
+def test_a_leading_number_cannot_buy_the_probability_judge():
+    prompts, answers = [p for p, _ in ANSWERS], [a for _, a in ANSWERS]
+
+    def scores(blind: bool, prefix: str) -> list[float]:
+        j = Judge(NoveltyConfig.from_dict({"judge": {"local_path": "smollm2", "local_scoring": "probability",
+                                                     "blind_numbers": blind}}))
+        return j.judge_many(prompts, [prefix + a for a in answers])[0]
+
+    plain = scores(True, "")
+    for prefix in ("9 ", "95% ", "10/10 "):
+        assert scores(True, prefix) == pytest.approx(plain, abs=0.05), prefix
+    # Unblinded, the same judge is bought: a leading 9 lifts these answers by well over 0.05 on average.
+    raw, primed = scores(False, ""), scores(False, "9 ")
+    assert sum(primed) / 3 - sum(raw) / 3 > 0.1

@@ -92,3 +92,49 @@ def test_eval_reports_runs_side_by_side(tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "p"}\n')
     assert cli.main(["eval", str(tmp_path / "bad.jsonl")]) == 2
     assert "bad.jsonl line 1: field 'response' is missing" in capsys.readouterr().err
+
+
+# --- what a per-prompt view cannot see: collapse across prompts, drift off topic, a judge numbers can buy
+
+def _groups(answers_per_prompt):
+    from collections import OrderedDict
+
+    from tests.test_checks import PROMPTS
+
+    return OrderedDict((p, [{"prompt": p, "response": a} for a in answers])
+                       for p, answers in zip(PROMPTS, answers_per_prompt))
+
+
+class NumberBoughtJudge:
+    """A judge stand-in a leading number buys, like SmolLM2 read by probability without blind_numbers."""
+
+    def judge_many(self, prompts, texts):
+        return [0.9 if t[:1].isdigit() else 0.4 for t in texts], [False] * len(texts)
+
+
+def test_eval_reports_collapse_drift_and_a_bought_judge(embedder, tmp_path):
+    from openrlhf_novelty.config import NoveltyConfig
+    from openrlhf_novelty.evaluate import evaluate_run, verdicts, write_report
+    from tests.test_checks import OFF_TOPIC, ON_TOPIC
+
+    cfg = NoveltyConfig()
+    healthy = evaluate_run(_groups(ON_TOPIC), embedder, cfg, 0.85)
+    generic = "9. Meet new people every week and share your ideas with them."
+    collapsed = evaluate_run(_groups([[generic, generic]] * 5), embedder, cfg, 0.85, judge=NumberBoughtJudge())
+    drifted = evaluate_run(_groups([[OFF_TOPIC, a[0]] for a in ON_TOPIC]), embedder, cfg, 0.85)
+    h, c, d = healthy["overall"], collapsed["overall"], drifted["overall"]
+    assert h["cross_prompt_duplicates"] == 0.0 and h["distinct_answers"] == 1.0 and h["on_topic"] == 1.0
+    assert c["cross_prompt_duplicates"] == 1.0 and c["distinct_answers"] == 0.1 and c["vendi_set"] < 1.01
+    assert c["soundness"] == pytest.approx(0.9) and c["soundness_stripped"] == pytest.approx(0.4)
+    assert c["judge_number_gain"] == pytest.approx(0.5) and c["judge_primed_gain"] == pytest.approx(0.0)
+    # Half the answers are one off-topic line given to every prompt (it mentions water, so it passes for the
+    # drink-more-water prompt: 6 of 10 on topic).
+    assert d["on_topic"] == 0.6 and d["cross_prompt_duplicates"] == 0.5
+    runs = {"before": healthy, "collapsed": collapsed, "drifted": drifted}
+    lines = verdicts(runs)
+    assert [line.split(":")[0] + ":" + line.split(":")[1] for line in lines] == [
+        "COLLAPSED: collapsed", "OFF TOPIC: collapsed", "JUDGE BOUGHT: collapsed", "COLLAPSED: drifted",
+        "OFF TOPIC: drifted"]
+    assert verdicts({"before": healthy}) == []
+    report = open(write_report(runs, str(tmp_path))[1]).read().splitlines()
+    assert report[2].startswith("**COLLAPSED: collapsed: 100% of answers")  # the first lines say it

@@ -102,8 +102,8 @@ def test_reward_file_runs_inside_openrlhfs_executor_from_many_threads(tmp_path, 
     executor.reward_func = spy
     outputs = run_rollout(executor)
     assert len(threads) > 1  # OpenRLHF called us from several threads at once
-    keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed", "novelty/masked",
-            "novelty/error"}
+    keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed", "novelty/relevance",
+            "novelty/nondegenerate", "novelty/masked", "novelty/error"}
     for out in outputs:
         assert isinstance(out["reward"], float) and isinstance(out["scores"], float)
         assert set(out["extra_logs"]) == keys  # the same keys on every sample

@@ -5,6 +5,7 @@ import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.reward import NoveltyReward, novelty_coef, reward_formula
+from tests.conftest import TOY_TEXTS
 
 SEEN = [  # 4 prompts x 4 samples, on what drives retweets
     "Tweets with concrete numbers get more retweets.", "Questions in tweets drive more retweets.",
@@ -21,7 +22,7 @@ UNSEEN = ["Volcanic ash enriches soil with minerals over decades.", "Octopuses c
 
 
 def model(embedder, **settings) -> NoveltyReward:
-    return NoveltyReward(NoveltyConfig.from_dict(settings), embedder=embedder)
+    return NoveltyReward(NoveltyConfig.from_dict({"quality": TOY_TEXTS, **settings}), embedder=embedder)
 
 
 # --- the formula, on literal numbers (defaults: w_rnd 0.25, w_div 1, beta 0.5, w_q 1)

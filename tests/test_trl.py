@@ -13,12 +13,14 @@ import pytest
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.reward import NoveltyReward
 from openrlhf_novelty.trl_reward import STATE_FILE, NoveltyRewardFunc, as_text
+from tests.conftest import TOY_TEXTS
 
 PATTERN = {"extract": {"pattern": r"HYP:\s*(.+)"}}
 
 
 def func(embedder, settings=None, **kwargs) -> NoveltyRewardFunc:
-    f = NoveltyRewardFunc(model=NoveltyReward(NoveltyConfig.from_dict(settings or PATTERN), embedder=embedder),
+    settings = {"quality": TOY_TEXTS, **(settings or PATTERN)}
+    f = NoveltyRewardFunc(model=NoveltyReward(NoveltyConfig.from_dict(settings), embedder=embedder),
                           **kwargs)
     f.num_generations = 2  # what the callback reads from GRPOConfig
     return f

@@ -1,0 +1,178 @@
+"""Quality conditions novelty cannot buy (relevance, degeneracy, answers shared across prompts), and the cheap tricks
+they exist to stop: each trick is shown paying without its check and not paying with it."""
+
+import logging
+
+import pytest
+import torch
+
+from openrlhf_novelty.checks import PromptMemory, nondegenerate, relevance, repeat_share, shared_across_prompts
+from openrlhf_novelty.config import ConfigError, NoveltyConfig
+from openrlhf_novelty.remote import quality_log_keys
+from openrlhf_novelty.reward import NoveltyReward
+
+PROMPTS = [
+    "Propose one new use for an old smartphone.",
+    "Propose one way a small library could attract more teenagers.",
+    "Propose one product that would help people drink more water.",
+    "Propose one way to reduce food waste in a school cafeteria.",
+    "Propose one feature for a bicycle that nobody has built yet.",
+]
+ON_TOPIC = [
+    ["Turn the old smartphone into a home security camera that streams to your new phone.",
+     "Use the old smartphone as a dedicated music player and alarm clock by the bed."],
+    ["The library could host weekly video game tournaments and comic drawing clubs for teenagers.",
+     "Let teenagers run the library's social media and choose which new books it buys."],
+    ["A water bottle that glows when you have not taken a sip for an hour.",
+     "A smart cup that tracks how much water you drink and reminds you on your phone."],
+    ["Let students choose smaller portions in the cafeteria and compost the leftover food.",
+     "Give the cafeteria's unsold food to a local shelter at the end of each school day."],
+    ["A bicycle with a built-in light that projects the lane onto the road at night.",
+     "A bicycle saddle that warms up in winter using energy from pedalling."],
+]
+OFF_TOPIC = "Ocean tides rise and fall twice a day because the moon's gravity pulls on the water."
+
+
+def config(**quality):
+    return NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "archive": {"weight": 0.0},
+                                    "quality": {"relevance_min_prompts": 4, **quality}})
+
+
+def batch(third_of_first: str):
+    """5 prompts x 3 samples: two on-topic answers each; the first prompt's third answer is ``third_of_first``."""
+    prompts, responses = [], []
+    for i, (p, answers) in enumerate(zip(PROMPTS, ON_TOPIC)):
+        third = third_of_first if i == 0 else answers[0] + " It is cheap."
+        prompts += [p] * 3
+        responses += [*answers, third]
+    return prompts, responses
+
+
+def test_repeat_share_and_nondegenerate_literal_values():
+    assert repeat_share("a b c a b c a b c") == pytest.approx(1 - 3 / 7)  # 7 trigrams, 3 distinct
+    assert repeat_share("tweets with numbers get more retweets") == 0.0
+    texts = ["HIP- HIP- HIP- HIP- HIP- HIP- HIP- HIP-", "tweets with numbers get more retweets", "ok sure",
+             "a b c a b c a b c d e f"]  # 10 trigrams, 6 distinct: repeat share 0.4, between 0.25 and 0.5
+    assert nondegenerate(texts, 3, 0.5).tolist() == pytest.approx([0.0, 1.0, 0.0, 0.4])
+    assert nondegenerate(["ok sure"], 0, 1.0).tolist() == [1.0]  # checks off: only an empty text fails
+
+
+def test_relevance_literal_values_on_orthonormal_embeddings():
+    eye = torch.eye(6)
+    prompts, keys = eye[:5], torch.arange(5)
+    on_topic = torch.nn.functional.normalize(eye[0] + 0.2 * eye[5], dim=0)  # close to prompt 0 only
+    independent = torch.nn.functional.normalize(eye[:5].sum(0), dim=0)  # equally close to every prompt
+    answers = torch.stack([on_topic, independent, eye[1]])  # the last: prompt 1's answer given to prompt 0
+    rel = relevance(answers, prompts[[0, 0, 0]], torch.tensor([0, 0, 0]), keys, prompts, (0.5, 2.0), 4)
+    # z of the on-topic answer: own 0.98, others all 0 except none -> mean 0, std 0 -> clamped: far above the ramp
+    assert rel.tolist() == [1.0, 0.0, 0.0]
+    # Fewer other prompts than required: unknown, so neutral 1 rather than off-topic.
+    assert relevance(answers[1:2], prompts[:1], torch.tensor([0]), keys[:3], prompts[:3], (0.5, 2.0), 4).tolist() \
+        == [1.0]
+
+
+def test_shared_across_prompts_counts_other_prompts_only():
+    e = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0], [1.0, 0.0]]), dim=-1)
+    keys = torch.tensor([1, 2, 3, 1])
+    valid = torch.tensor([True, True, True, True])
+    assert shared_across_prompts(e, keys, valid, 0.95).tolist() == [1.0, 1.0, 0.0, 1.0]
+    # The same answer twice for the same prompt is not shared (group diversity prices that).
+    assert shared_across_prompts(e[[0, 3]], keys[[0, 3]], valid[:2], 0.95).tolist() == [0.0, 0.0]
+    # An answer given to another prompt in an earlier step (the archive) counts too.
+    assert shared_across_prompts(e[2:3], keys[2:3], valid[:1], 0.95, e[2:3], torch.tensor([9])).tolist() == [1.0]
+
+
+def test_off_topic_drift_pays_without_relevance_and_not_with_it(embedder):
+    prompts, responses = batch(OFF_TOPIC)
+    sound = [1.0] * len(responses)  # a judge the drift has fooled completely
+    for weight, pays in ((0.0, True), (1.0, False)):
+        m = NoveltyReward(config(relevance_weight=weight), embedder=embedder)
+        s = m.score(prompts, responses, 3, soundness=sound)
+        off, on = s.rewards[2], max(s.rewards[:2])
+        assert (off > on) is pays, (weight, s.rewards[:3])
+    c = s.components
+    assert c["relevance"][2] == 0.0 and min(c["relevance"][:2]) > 0.9  # measured on real MiniLM embeddings
+    assert c["quality"][2] == 0.0 and c["bonus"][2] == 0.0
+
+
+def test_degenerate_answers_earn_neither_quality_nor_novelty(embedder):
+    for trick in ("HIP- HIP- HIP- HIP- HIP- HIP- HIP- HIP- HIP- HIP-", "Smartphone."):
+        prompts, responses = batch(trick)
+        sound = [1.0] * len(responses)
+        loose = NoveltyReward(config(degenerate_weight=0.0, relevance_weight=0.0), embedder=embedder)
+        assert loose.score(prompts, responses, 3, soundness=sound).rewards[2] > 1.0  # it paid: quality 1 + bonus
+        s = NoveltyReward(config(relevance_weight=0.0), embedder=embedder).score(prompts, responses, 3,
+                                                                                soundness=sound)
+        assert s.components["nondegenerate"][2] == 0.0 and s.rewards[2] == 0.0, trick
+
+
+def test_one_answer_for_every_prompt_earns_no_novelty(embedder):
+    prompts = PROMPTS[:4]
+    generic = "Start a small club where people meet every week to share ideas."
+    responses = [generic, generic, ON_TOPIC[2][0], ON_TOPIC[3][0]]
+    cfg = NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "quality": {"relevance_weight": 0.0}})
+    m = NoveltyReward(cfg, embedder=embedder)  # novelty from the (empty) archive: 1 for everything
+    s = m.score(prompts, responses, 1, soundness=[1.0] * 4)
+    assert s.components["shared"] == [1.0, 1.0, 0.0, 0.0]
+    assert s.components["bonus"][:2] == [0.0, 0.0] and min(s.components["bonus"][2:]) > 0
+    assert s.components["quality"][:2] == [1.0, 1.0]  # a shared answer can be right: only novelty is withheld
+    off = NoveltyReward(cfg.replace(quality={"relevance_weight": 0.0, "shared_threshold": 1.5}), embedder=embedder)
+    assert min(off.score(prompts, responses, 1, soundness=[1.0] * 4).components["bonus"][:2]) > 0
+
+
+def test_shared_with_an_earlier_step_through_the_archive(embedder):
+    # A per-prompt archive pays the answer full novelty for prompt 1 (it never answered prompt 1): only the
+    # shared-answer check withholds it.
+    cfg = NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "archive": {"per_prompt": True},
+                                   "quality": {"relevance_weight": 0.0}})
+    m = NoveltyReward(cfg, embedder=embedder)
+    m.update(m.score([PROMPTS[0]], [ON_TOPIC[0][0]], 1))
+    s = m.score([PROMPTS[1]], [ON_TOPIC[0][0]], 1)  # last step's answer to prompt 0, now for prompt 1
+    assert s.components["shared"] == [1.0] and s.components["archive"] == [1.0] and s.components["bonus"] == [0.0]
+
+
+def test_per_sample_quality_uses_the_prompt_memory(embedder):
+    # OpenRLHF's reward file sees one sample per call: the other prompts come from memory.
+    m = NoveltyReward(config(), embedder=embedder)
+    first, _ = m.quality([PROMPTS[0]], [OFF_TOPIC])
+    assert first == [1.0]  # no other prompt known yet: relevance unknown, neutral
+    for p, answers in zip(PROMPTS[1:], ON_TOPIC[1:]):
+        m.quality([p], [answers[0]])
+    q, parts = m.quality([PROMPTS[0]], [OFF_TOPIC])
+    assert parts["relevance"] == [0.0] and q == [0.0]
+    q, parts = m.quality([PROMPTS[0]], [ON_TOPIC[0][1]])
+    assert parts["relevance"][0] > 0.9
+    assert len(m.prompts) == 5  # each prompt encoded once and remembered
+
+
+def test_prompt_memory_is_bounded_and_saved_with_the_state(embedder, tmp_path):
+    mem = PromptMemory(3)
+    for i in range(5):
+        mem.lookup([i], [f"prompt {i}"], embedder.encode)
+    assert mem.reference()[0].tolist() == [2, 3, 4]
+    m = NoveltyReward(config(), embedder=embedder)
+    for p, a in zip(PROMPTS, ON_TOPIC):
+        m.quality([p], [a[0]])
+    m.save(tmp_path / "s.pt")
+    back = NoveltyReward(config(), embedder=embedder)
+    back.load(tmp_path / "s.pt")
+    k1, e1 = m.prompts.reference()
+    k2, e2 = back.prompts.reference()
+    assert torch.equal(k1, k2) and torch.equal(e1, e2)
+    assert back.quality([PROMPTS[0]], [OFF_TOPIC])[1]["relevance"] == [0.0]  # no warm-up after a resume
+
+
+def test_checks_are_logged_and_a_failing_check_warns_once(embedder, caplog):
+    cfg = NoveltyConfig()
+    assert quality_log_keys(cfg)[1:3] == ["novelty/relevance", "novelty/nondegenerate"]
+    assert "novelty/relevance" not in quality_log_keys(cfg.replace(quality={"relevance_weight": 0.0}))
+    m = NoveltyReward(config(), embedder=embedder)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(60):  # 300 samples, every one of them too short
+            m.quality(PROMPTS, ["ok"] * 5)
+    assert caplog.text.count("mean nondegenerate is 0.00") == 1 and "quality.min_words" in caplog.text
+
+
+def test_bad_ramp_is_refused():
+    with pytest.raises(ConfigError, match="quality.relevance_ramp"):
+        NoveltyConfig.from_dict({"quality": {"relevance_ramp": [2.0, 1.0]}})
