@@ -91,8 +91,9 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
 
     Grades average (a half-sound answer is half good); conditions multiply (an off-topic or looping answer is not
     partly good, and an averaged-in zero would let a large novelty bonus outbid it). ``quality`` is in [0, 1].
-    ``shared`` is 1 where the answer is (near-)verbatim an answer to a different prompt. ``mask`` marks samples whose quality is unknown (a failed judge with fallback
-    ``mask``, a failed reward file): they get no quality credit and no novelty credit. Adapters that add novelty
+    ``shared`` is 1 where the answer is (near-)verbatim an answer to a different prompt. ``mask`` marks samples
+    whose quality is unknown (a failed judge with fallback ``mask``, a failed reward file): they get no quality
+    credit and no novelty credit. Adapters that add novelty
     to a reward computed elsewhere (the experience-maker hook) add ``bonus``.
     """
     weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
@@ -182,7 +183,8 @@ class NoveltyReward:
 
     def score(self, prompts: list[str], responses: list[str], group_size: int,
               task_rewards: list[float] | None = None, soundness: list[float | None] | None = None,
-              quality: list[float | None] | None = None) -> ScoredBatch:
+              quality: list[float | None] | None = None,
+              recent: tuple[torch.Tensor, torch.Tensor] | None = None) -> ScoredBatch:
         """Score a rollout batch: ``group_size`` consecutive samples share a prompt (GRPO's n). State is unchanged.
 
         ``task_rewards``: the host's own reward per sample (e.g. correctness); non-finite values count as 0.
@@ -191,6 +193,8 @@ class NoveltyReward:
         ``quality``: the whole quality term already computed elsewhere (the OpenRLHF reward file computes it per
         sample, the experience-maker hook adds novelty); replaces format / soundness / task, no judge is asked.
         None or non-finite = unknown (masked).
+        ``recent``: (embeddings, prompt keys) of answers seen but not yet in the archive (the streaming reward's
+        pending samples): an answer shared with one of those is shared too.
         """
         n_total = len(responses)
         if len(prompts) != n_total:
@@ -220,8 +224,11 @@ class NoveltyReward:
             valid = torch.tensor([bool(t) for t in texts], device=emb.device)
             shared = None
             if cfg.quality_shared_threshold <= 1:
-                past = (self._archive.emb[: self._archive.count], self._archive.keys[: self._archive.count]) \
-                    if self._archive is not None else (None, None)
+                pools = [recent] if recent is not None else []
+                if self._archive is not None:
+                    pools.append((self._archive.emb[: self._archive.count], self._archive.keys[: self._archive.count]))
+                past = (None, None) if not pools else pools[0] if len(pools) == 1 else \
+                    (torch.cat([e.float().cpu() for e, _ in pools]), torch.cat([k.cpu() for _, k in pools]))
                 shared = shared_across_prompts(emb, keys, valid, cfg.quality_shared_threshold, *past)
             # Only a sample that can earn novelty (text, and an open gate) is a sibling worth differing from.
             gate = quality_gate(cfg, q, mask) * (1.0 - shared if shared is not None else 1.0)
@@ -317,11 +324,13 @@ class NoveltyReward:
               "nondegenerate": (0.5, "quality.min_words lower if short answers are right for this task")}
 
     def _watch_check(self, name: str, values: torch.Tensor) -> None:
-        total = self._watch.setdefault(name, [0.0, 0, False])
-        total[0] += float(values.sum())
-        total[1] += values.numel()
         floor, advice = self._WATCH[name]
-        if not total[2] and total[1] >= 256 and total[0] / total[1] < floor:
+        with self._lock:  # the reward file calls quality() from many threads
+            total = self._watch.setdefault(name, [0.0, 0, False])
+            total[0] += float(values.sum())
+            total[1] += values.numel()
+            if total[2] or total[1] < 256 or total[0] / total[1] >= floor:
+                return
             total[2] = True
             logger.warning("mean %s is %.2f over the first %d samples: most answers fail this check, so they earn "
                            "little quality and no novelty. If that is not what the task looks like, set %s",

@@ -48,7 +48,9 @@ class StreamingNovelty:
     def _score(self, prompts: list[str], responses: list[str], quality: list[float | None]):
         cfg = self.config
         with self._lock:
-            scored = self.model.score(prompts, responses, 1, quality=quality)
+            recent = (torch.stack([e for e, _ in self._pending]),
+                      torch.tensor([k for _, k in self._pending], dtype=torch.int64)) if self._pending else None
+            scored = self.model.score(prompts, responses, 1, quality=quality, recent=recent)
             c = scored.components
             mask = torch.tensor([v is None for v in quality])
             mask = mask if mask.any() else None

@@ -176,3 +176,22 @@ def test_checks_are_logged_and_a_failing_check_warns_once(embedder, caplog):
 def test_bad_ramp_is_refused():
     with pytest.raises(ConfigError, match="quality.relevance_ramp"):
         NoveltyConfig.from_dict({"quality": {"relevance_ramp": [2.0, 1.0]}})
+
+
+def test_streaming_reward_withholds_novelty_from_a_shared_answer_and_logs_the_checks(embedder):
+    # Without the hook the reward file / server pays novelty per sample: the same conditions apply there.
+    from openrlhf_novelty.remote import RemoteReward, log_keys
+
+    cfg = NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "stream": {"update_every": 64},
+                                   "quality": {"relevance_min_prompts": 4}})
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    for p, answers in zip(PROMPTS[1:], ON_TOPIC[1:]):
+        remote([p + answers[0]], [p], [""])
+    generic = ON_TOPIC[1][0]  # prompt 1's answer, now also given to prompt 0
+    shared = remote([PROMPTS[0] + generic], [PROMPTS[0]], [""])
+    own = remote([PROMPTS[0] + ON_TOPIC[0][0]], [PROMPTS[0]], [""])
+    assert set(shared["extra_logs"]) == set(log_keys(cfg)) >= {"novelty/relevance", "novelty/nondegenerate",
+                                                                 "novelty/shared"}
+    assert shared["extra_logs"]["novelty/shared"] == [1.0] and shared["extra_logs"]["novelty/gate"] == [0.0]
+    assert shared["extra_logs"]["novelty/relevance"] == [0.0]  # it is about libraries, not smartphones
+    assert own["extra_logs"]["novelty/shared"] == [0.0] and own["rewards"][0] > own["scores"][0] > 0.9
