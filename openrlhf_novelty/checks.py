@@ -51,19 +51,19 @@ class PromptMemory:
     def lookup(self, keys: list[int], prompts: list[str], encode) -> torch.Tensor:
         """[len(keys), dim] embeddings of these prompts; only prompts not remembered are encoded (once each)."""
         with self._lock:
-            missing = {k: p for k, p in zip(keys, prompts) if k not in self._emb}
+            known = {k: self._emb[k] for k in keys if k in self._emb}  # another thread may evict them meanwhile
+        missing = {k: p for k, p in zip(keys, prompts) if k not in known}
         if missing:
-            new = encode(list(missing.values())).float().cpu()
+            known.update(zip(missing, encode(list(missing.values())).float().cpu()))
+        if not keys:
+            return torch.zeros(0, 0)
         with self._lock:
-            if missing:
-                for k, e in zip(missing, new):
-                    self._emb[k] = e
             for k in keys:
+                self._emb[k] = known[k]
                 self._emb.move_to_end(k)
-            out = torch.stack([self._emb[k] for k in keys])
             while len(self._emb) > self.size:
                 self._emb.popitem(last=False)
-            return out
+        return torch.stack([known[k] for k in keys])
 
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(keys [m], embeddings [m, dim]) of every remembered prompt."""
@@ -82,13 +82,16 @@ class PromptMemory:
 
 
 def relevance(answers: torch.Tensor, own: torch.Tensor, keys: torch.Tensor, ref_keys: torch.Tensor,
-              ref_emb: torch.Tensor, ramp: tuple[float, float], min_others: int) -> torch.Tensor:
+              ref_emb: torch.Tensor, ramp: tuple[float, float], min_others: int,
+              min_spread: float = 0.01) -> torch.Tensor:
     """Per answer in [0, 1]: how much closer it is to its own prompt than to the other prompts, calibrated without
     labels. z = (cos(answer, own prompt) - mean over other prompts) / their std; relevance rises linearly from 0 at
     z = ramp[0] to 1 at z = ramp[1]. A prompt-independent answer is, by symmetry, no closer to its own prompt than
     to the others (z ~ 0); an on-topic one stands out (z ~ 2.4 for SmolLM2's answers to the shipped prompt kinds,
     against ~-0.3 for the same answers paired with another prompt: BENCHMARKS.md). Answers with fewer than
-    ``min_others`` other prompts to compare with get 1 (unknown is not off-topic). All embeddings unit-norm."""
+    ``min_others`` other prompts to compare with get 1 (unknown is not off-topic), and so do answers whose
+    similarities to the other prompts hardly differ (std < ``min_spread``: prompts the encoder cannot tell apart,
+    e.g. a long shared prefix, make z noise). All embeddings unit-norm."""
     n = answers.shape[0]
     if ref_emb.shape[0] == 0:
         return torch.ones(n, dtype=torch.float64)
@@ -98,9 +101,11 @@ def relevance(answers: torch.Tensor, own: torch.Tensor, keys: torch.Tensor, ref_
     sims = answers @ ref_emb.T
     mean = (sims * others).sum(-1) / count.clamp(min=1)
     var = (((sims - mean[:, None]) ** 2) * others).sum(-1) / (count - 1).clamp(min=1)
-    z = ((answers * own).sum(-1) - mean) / var.sqrt().clamp(min=1e-4)
+    std = var.sqrt()
+    z = ((answers * own).sum(-1) - mean) / std.clamp(min=min_spread)
     rel = ((z - ramp[0]) / (ramp[1] - ramp[0])).clamp(0.0, 1.0)
-    return torch.where(count >= max(2, min_others), rel, torch.ones_like(rel)).double()
+    measurable = (count >= max(2, min_others)) & (std >= min_spread)
+    return torch.where(measurable, rel, torch.ones_like(rel)).double()
 
 
 def shared_across_prompts(emb: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, threshold: float,
@@ -108,11 +113,12 @@ def shared_across_prompts(emb: torch.Tensor, keys: torch.Tensor, valid: torch.Te
     """[n] 1.0 where an answer is (near-)verbatim an answer to a *different* prompt (cosine >= threshold), in this
     batch or among ``past`` answers (the archive); else 0. Siblings of the same prompt do not count: that is what
     group diversity prices."""
-    emb, keys, valid = emb.float().cpu(), keys.cpu(), valid.cpu().bool()
+    dev = emb.device  # where the archive lives too: only the [n] answer comes back
+    emb, keys, valid = emb.float(), keys.to(dev), valid.to(dev).bool()
     pool_emb, pool_keys, pool_ok = emb, keys, valid
     if past_emb is not None and past_emb.shape[0]:
-        pool_emb = torch.cat([emb, past_emb.float().cpu()])
-        pool_keys = torch.cat([keys, past_keys.cpu()])
-        pool_ok = torch.cat([valid, torch.ones(past_emb.shape[0], dtype=torch.bool)])
+        pool_emb = torch.cat([emb, past_emb.to(dev).float()])
+        pool_keys = torch.cat([keys, past_keys.to(dev)])
+        pool_ok = torch.cat([valid, torch.ones(past_emb.shape[0], dtype=torch.bool, device=dev)])
     hit = ((emb @ pool_emb.T) >= threshold) & (keys[:, None] != pool_keys[None, :]) & pool_ok[None, :]
-    return (hit.any(-1) & valid).double()
+    return (hit.any(-1) & valid).double().cpu()

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -21,6 +22,8 @@ from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, p
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
 from openrlhf_novelty.text import clean_text, extract
+
+EMBED_CACHE = 4096  # answers whose embedding quality() keeps for score() (TRL and the streaming reward call both)
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +142,8 @@ class NoveltyReward:
         self.bank_texts = _read_bank(cfg.bank_path) if cfg.bank_path and cfg.bank_weight > 0 else []
         self.prompts = PromptMemory(cfg.quality_relevance_prompts)  # relevance's reference
         self._watch: dict[str, list[float]] = {}  # check name -> [sum, count, warned]
+        self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self.step = 0
         self._rnd: RND | None = None
         self._archive: Archive | None = None
@@ -212,7 +217,7 @@ class NoveltyReward:
 
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         with self._lock:
-            emb = self.embedder.encode(texts)
+            emb = self._encode(texts)
             self._ensure_built(emb.shape[1])
             if quality is not None:
                 unknown = [q is None or not math.isfinite(q) for q in quality]
@@ -299,8 +304,10 @@ class NoveltyReward:
         q, parts, mask = self._grades(matched, task_rewards, soundness)
         checks: dict[str, tuple[torch.Tensor, float]] = {}
         if cfg.quality_relevance_weight > 0:
-            own = self.prompts.lookup(keys.tolist(), prompts, self.embedder.encode)
-            emb = self.embedder.encode(texts) if emb is None else emb
+            # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
+            own = self.prompts.lookup(keys.tolist(), [clean_text(p, cfg.extract_strip_tokens) for p in prompts],
+                                      self.embedder.encode)
+            emb = self._encode(texts) if emb is None else emb
             rel = relevance(emb, own, keys, *self.prompts.reference(), tuple(cfg.quality_relevance_ramp),
                             cfg.quality_relevance_min_prompts)
             rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)  # no text: about nothing
@@ -317,6 +324,23 @@ class NoveltyReward:
             logger.warning("no quality source (format pattern, judge, task reward, relevance or degeneracy check): "
                            "quality is 1, so novelty is effectively ungated")
         return q, parts, mask
+
+    def _encode(self, texts: list[str]) -> torch.Tensor:
+        """The texts' embeddings; texts encoded in the last few thousand are not encoded again."""
+        with self._cache_lock:
+            known = {t: self._emb_cache[t] for t in texts if t in self._emb_cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        if missing or not texts:
+            new = self.embedder.encode(missing)
+            known.update(zip(missing, new))
+            with self._cache_lock:
+                for t, e in zip(missing, new):
+                    self._emb_cache[t] = e
+                while len(self._emb_cache) > EMBED_CACHE:
+                    self._emb_cache.popitem(last=False)
+            if not texts:
+                return new
+        return torch.stack([known[t] for t in texts])
 
     # A check that fails on most samples is more likely misconfigured for the task than right about every answer.
     _WATCH = {"relevance": (0.3, "quality.relevance_weight 0 if answers need not resemble their prompt (a bare "

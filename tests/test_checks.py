@@ -57,18 +57,26 @@ def test_repeat_share_and_nondegenerate_literal_values():
     assert nondegenerate(["ok sure"], 0, 1.0).tolist() == [1.0]  # checks off: only an empty text fails
 
 
-def test_relevance_literal_values_on_orthonormal_embeddings():
-    eye = torch.eye(6)
-    prompts, keys = eye[:5], torch.arange(5)
-    on_topic = torch.nn.functional.normalize(eye[0] + 0.2 * eye[5], dim=0)  # close to prompt 0 only
-    independent = torch.nn.functional.normalize(eye[:5].sum(0), dim=0)  # equally close to every prompt
-    answers = torch.stack([on_topic, independent, eye[1]])  # the last: prompt 1's answer given to prompt 0
-    rel = relevance(answers, prompts[[0, 0, 0]], torch.tensor([0, 0, 0]), keys, prompts, (0.5, 2.0), 4)
-    # z of the on-topic answer: own 0.98, others all 0 except none -> mean 0, std 0 -> clamped: far above the ramp
-    assert rel.tolist() == [1.0, 0.0, 0.0]
+def test_relevance_literal_values():
+    # Prompt 0 is the answer's own; prompts 1-4 are the others, at cosines 0.1, 0.2, 0.3, 0.4 from every answer:
+    # mean 0.25, sample std sqrt(0.05 / 3). z = 2 -> 1, z = 1.25 -> 0.5, z = 0 -> 0 (ramp 0.5 .. 2).
+    std = (0.05 / 3) ** 0.5
+    eye = torch.eye(6, dtype=torch.float64)
+    rows = []
+    for own in (0.25 + 2 * std, 0.25 + 1.25 * std, 0.25):
+        v = own * eye[0] + 0.1 * eye[1] + 0.2 * eye[2] + 0.3 * eye[3] + 0.4 * eye[4]
+        rows.append(v + (1 - float(v @ v)) ** 0.5 * eye[5])  # unit norm through a sixth, unrelated direction
+    answers, prompts = torch.stack(rows), eye[:5]
+    rel = relevance(answers, prompts[[0, 0, 0]], torch.tensor([0, 0, 0]), torch.arange(5), prompts, (0.5, 2.0), 4)
+    assert rel.tolist() == pytest.approx([1.0, 0.5, 0.0], abs=1e-5)
     # Fewer other prompts than required: unknown, so neutral 1 rather than off-topic.
-    assert relevance(answers[1:2], prompts[:1], torch.tensor([0]), keys[:3], prompts[:3], (0.5, 2.0), 4).tolist() \
-        == [1.0]
+    assert relevance(answers[2:], prompts[:1], torch.tensor([0]), torch.arange(3), prompts[:3], (0.5, 2.0), 4) \
+        .tolist() == [1.0]
+    # Prompts the encoder cannot tell apart (every other prompt equally close): not measurable, 1, not 0.
+    same = torch.zeros(6, dtype=torch.float64)
+    same[0] = 1.0
+    flat = torch.stack([same] * 5)
+    assert relevance(answers[2:], flat[:1], torch.tensor([0]), torch.arange(5), flat, (0.5, 2.0), 4).tolist() == [1.0]
 
 
 def test_shared_across_prompts_counts_other_prompts_only():
@@ -147,6 +155,7 @@ def test_per_sample_quality_uses_the_prompt_memory(embedder):
 
 def test_prompt_memory_is_bounded_and_saved_with_the_state(embedder, tmp_path):
     mem = PromptMemory(3)
+    assert mem.lookup([], [], embedder.encode).shape[0] == 0  # an empty batch is no error
     for i in range(5):
         mem.lookup([i], [f"prompt {i}"], embedder.encode)
     assert mem.reference()[0].tolist() == [2, 3, 4]
