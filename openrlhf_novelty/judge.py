@@ -76,9 +76,9 @@ def blind_numbers(response: str) -> str:
     """What a judge with ``judge.blind_numbers`` reads: the response as a JSON string, every number shown as #.
 
     A judge scores with a number, and a number in the answer primes it: SmolLM2 read by probability gave the same
-    answers +0.28 with a leading "9", +0.19 with "10/10" and +0.12 with a "9" mid-sentence (64 answers); blinded,
-    every shift is within 0.02 on average and 0.05 at most, and quoting halves what "ten out of ten" still moves
-    (BENCHMARKS.md). The quotes also mark where the answer ends, so it cannot pose as the rubric.
+    32 answers +0.31 with a leading "9", +0.22 with "10/10" and +0.12 with a "9" mid-sentence; blinded, every mean
+    shift is within 0.004 (BENCHMARKS.md). The quotes also mark where the answer ends, so it cannot pose as the
+    rubric.
     """
     return json.dumps(_NUMBER.sub("#", response), ensure_ascii=False)
 
