@@ -101,7 +101,8 @@ Done in {elapsed:.0f} s: {n} samples over {steps} rollout batches.
 
 How to read it:
   reward    = quality + 0.5 x quality x novelty: novelty pays only in proportion to quality
-  quality   = mean of format (did the answer start with HYP: / IDEA:) and the judge's soundness
+  quality   = mean of format (did the answer start with HYP: / IDEA:) and the judge's soundness,
+              x relevance (about its own prompt?) x non-degeneracy (3+ words, not looping)
   rnd       = how unlike everything scored before (0 during warm-up); mean by step: {rnd}
   diversity = how unlike the other answers to the same prompt
   Semantic diversity: embedding Vendi {vendi:.2f} effective distinct answers of {k}, {clusters:.2f} clusters.
