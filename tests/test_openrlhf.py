@@ -206,6 +206,7 @@ def test_a_failing_embedder_costs_one_batch_its_bonus_not_the_training_step(tmp_
     ok = maker.make_experience_batch(run_samples_again(maker))
     monkeypatch.setattr(maker.novelty.model.embedder, "encode",
                         lambda texts: (_ for _ in ()).throw(RuntimeError("CUDA out of memory")))
+    maker.novelty.model._emb_cache.clear()  # the same texts were just encoded: they would not reach the encoder
     quality = torch.tensor([float(s.rewards[0]) for s in samples])
     failed = maker.make_experience_batch(samples)  # no exception: OpenRLHF would have killed the step
     assert set(failed[0].info) == set(ok[0].info)  # the same info keys, so OpenRLHF's logging stacks them
