@@ -79,7 +79,7 @@ def relevance_table(rows: list[dict]) -> str:
         mask[torch.arange(len(rows)), idx] = False
         others = sims[mask].view(len(rows), -1)
         z = (sims[torch.arange(len(rows)), idx] - others.mean(1)) / others.std(1)
-        rel = relevance(a, p[idx], idx, torch.arange(len(prompts)), p, (0.5, 2.0), 4)
+        rel, _ = relevance(a, p[idx], idx, torch.arange(len(prompts)), p, (0.5, 2.0), 4)
         lines.append(f"| {name} | {quantiles(z)} | {float(rel.mean()):.2f} | {float((rel >= 0.5).double().mean()):.2f} |")
     return "\n".join(lines)
 

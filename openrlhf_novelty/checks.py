@@ -83,18 +83,19 @@ class PromptMemory:
 
 def relevance(answers: torch.Tensor, own: torch.Tensor, keys: torch.Tensor, ref_keys: torch.Tensor,
               ref_emb: torch.Tensor, ramp: tuple[float, float], min_others: int,
-              min_spread: float = 0.01) -> torch.Tensor:
-    """Per answer in [0, 1]: how much closer it is to its own prompt than to the other prompts, calibrated without
+              min_spread: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevance, measured) per answer. Relevance in [0, 1]: how much closer it is to its own prompt than to the other prompts, calibrated without
     labels. z = (cos(answer, own prompt) - mean over other prompts) / their std; relevance rises linearly from 0 at
     z = ramp[0] to 1 at z = ramp[1]. A prompt-independent answer is, by symmetry, no closer to its own prompt than
     to the others (z ~ 0); an on-topic one stands out (z ~ 2.4 for SmolLM2's answers to the shipped prompt kinds,
     against ~-0.3 for the same answers paired with another prompt: BENCHMARKS.md). Answers with fewer than
     ``min_others`` other prompts to compare with get 1 (unknown is not off-topic), and so do answers whose
     similarities to the other prompts hardly differ (std < ``min_spread``: prompts the encoder cannot tell apart,
-    e.g. a long shared prefix, make z noise). All embeddings unit-norm."""
+    e.g. a long shared prefix, make z noise); ``measured`` is False for both, so callers can say so. All embeddings
+    unit-norm."""
     n = answers.shape[0]
     if ref_emb.shape[0] == 0:
-        return torch.ones(n, dtype=torch.float64)
+        return torch.ones(n, dtype=torch.float64), torch.zeros(n, dtype=torch.bool)
     answers, own, ref_emb = answers.float().cpu(), own.float().cpu(), ref_emb.float().cpu()
     others = keys.cpu()[:, None] != ref_keys[None, :]  # [n, m]
     count = others.sum(-1)
@@ -105,7 +106,7 @@ def relevance(answers: torch.Tensor, own: torch.Tensor, keys: torch.Tensor, ref_
     z = ((answers * own).sum(-1) - mean) / std.clamp(min=min_spread)
     rel = ((z - ramp[0]) / (ramp[1] - ramp[0])).clamp(0.0, 1.0)
     measurable = (count >= max(2, min_others)) & (std >= min_spread)
-    return torch.where(measurable, rel, torch.ones_like(rel)).double()
+    return torch.where(measurable, rel, torch.ones_like(rel)).double(), measurable
 
 
 def shared_across_prompts(emb: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor, threshold: float,

@@ -13,7 +13,7 @@ import torch
 from openrlhf_novelty.checks import relevance, shared_across_prompts
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import prompt_key
-from openrlhf_novelty.metrics import pass_at_k, prompt_metrics, summarize
+from openrlhf_novelty.metrics import embedding_vendi, pass_at_k, prompt_metrics, summarize
 from openrlhf_novelty.text import clean_text, extract
 
 # What each reported metric means, for the Markdown report; higher is more diverse unless said otherwise.
@@ -74,7 +74,7 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
     distinct_prompts = list(groups)
     prompt_emb = embedder.encode(distinct_prompts)
     own = prompt_emb[[distinct_prompts.index(p) for p in prompts]] if prompts else prompt_emb
-    rel = relevance(emb, own, keys, torch.tensor([prompt_key(p) for p in distinct_prompts]), prompt_emb,
+    rel, _ = relevance(emb, own, keys, torch.tensor([prompt_key(p) for p in distinct_prompts]), prompt_emb,
                     tuple(config.quality_relevance_ramp), config.quality_relevance_min_prompts)
     rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)
     sound = failed = correct = None
@@ -118,8 +118,6 @@ def set_metrics(texts: list[str], emb: torch.Tensor, keys: torch.Tensor, shared_
     shared = shared_across_prompts(emb, keys, valid, min(shared_threshold, 1.0))
     normalized = {" ".join(t.lower().split()) for t in texts}
     sample = emb if emb.shape[0] <= 2000 else emb[torch.linspace(0, emb.shape[0] - 1, 2000).long()]
-    from openrlhf_novelty.metrics import embedding_vendi
-
     return {"cross_prompt_duplicates": float(shared.mean()) if texts else 0.0,
             "distinct_answers": len(normalized) / len(texts) if texts else 0.0,
             "vendi_set": embedding_vendi(sample)}

@@ -308,8 +308,10 @@ class NoveltyReward:
             own = self.prompts.lookup(keys.tolist(), [clean_text(p, cfg.extract_strip_tokens) for p in prompts],
                                       self.embedder.encode)
             emb = self._encode(texts) if emb is None else emb
-            rel = relevance(emb, own, keys, *self.prompts.reference(), tuple(cfg.quality_relevance_ramp),
-                            cfg.quality_relevance_min_prompts)
+            rel, measured = relevance(emb, own, keys, *self.prompts.reference(), tuple(cfg.quality_relevance_ramp),
+                                      cfg.quality_relevance_min_prompts)
+            if len(self.prompts) > cfg.quality_relevance_min_prompts:  # past the warm-up: unmeasured = alike prompts
+                self._watch_check("relevance_measured", measured.double())
             rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)  # no text: about nothing
             checks["relevance"] = (rel, cfg.quality_relevance_weight)
         if cfg.quality_degenerate_weight > 0:
@@ -343,12 +345,17 @@ class NoveltyReward:
         return torch.stack([known[t] for t in texts])
 
     # A check that fails on most samples is more likely misconfigured for the task than right about every answer.
-    _WATCH = {"relevance": (0.3, "quality.relevance_weight 0 if answers need not resemble their prompt (a bare "
-                                 "number, code)"),
-              "nondegenerate": (0.5, "quality.min_words lower if short answers are right for this task")}
+    _FAILING = ("mean {name} is {mean:.2f} over the first {n} samples: most answers fail this check, so they earn "
+                "little quality and no novelty. If that is not what the task looks like, set ")
+    _WATCH = {"relevance": (0.3, _FAILING + "quality.relevance_weight 0 if answers need not resemble their prompt "
+                                           "(a bare number, code)"),
+              "nondegenerate": (0.5, _FAILING + "quality.min_words lower if short answers are right for this task"),
+              "relevance_measured": (0.5, "relevance could be measured for only {mean:.0%} of the first {n} samples: "
+                                          "the encoder cannot tell the prompts apart (a long shared template or "
+                                          "prefix?), so relevance is 1 for the others and does not gate them")}
 
     def _watch_check(self, name: str, values: torch.Tensor) -> None:
-        floor, advice = self._WATCH[name]
+        floor, message = self._WATCH[name]
         with self._lock:  # the reward file calls quality() from many threads
             total = self._watch.setdefault(name, [0.0, 0, False])
             total[0] += float(values.sum())
@@ -356,9 +363,7 @@ class NoveltyReward:
             if total[2] or total[1] < 256 or total[0] / total[1] >= floor:
                 return
             total[2] = True
-            logger.warning("mean %s is %.2f over the first %d samples: most answers fail this check, so they earn "
-                           "little quality and no novelty. If that is not what the task looks like, set %s",
-                           name, total[0] / total[1], total[1], advice)
+            logger.warning(message.format(name=name, mean=total[0] / total[1], n=total[1]))
 
     def _grades(self, matched, task_rewards, soundness):
         """Weighted mean of the graded parts configured for this batch (format, soundness, task); 1 when none is."""

@@ -67,16 +67,18 @@ def test_relevance_literal_values():
         v = own * eye[0] + 0.1 * eye[1] + 0.2 * eye[2] + 0.3 * eye[3] + 0.4 * eye[4]
         rows.append(v + (1 - float(v @ v)) ** 0.5 * eye[5])  # unit norm through a sixth, unrelated direction
     answers, prompts = torch.stack(rows), eye[:5]
-    rel = relevance(answers, prompts[[0, 0, 0]], torch.tensor([0, 0, 0]), torch.arange(5), prompts, (0.5, 2.0), 4)
-    assert rel.tolist() == pytest.approx([1.0, 0.5, 0.0], abs=1e-5)
+    rel, measured = relevance(answers, prompts[[0, 0, 0]], torch.tensor([0, 0, 0]), torch.arange(5), prompts,
+                              (0.5, 2.0), 4)
+    assert rel.tolist() == pytest.approx([1.0, 0.5, 0.0], abs=1e-5) and measured.all()
     # Fewer other prompts than required: unknown, so neutral 1 rather than off-topic.
-    assert relevance(answers[2:], prompts[:1], torch.tensor([0]), torch.arange(3), prompts[:3], (0.5, 2.0), 4) \
+    assert relevance(answers[2:], prompts[:1], torch.tensor([0]), torch.arange(3), prompts[:3], (0.5, 2.0), 4)[0] \
         .tolist() == [1.0]
     # Prompts the encoder cannot tell apart (every other prompt equally close): not measurable, 1, not 0.
     same = torch.zeros(6, dtype=torch.float64)
     same[0] = 1.0
     flat = torch.stack([same] * 5)
-    assert relevance(answers[2:], flat[:1], torch.tensor([0]), torch.arange(5), flat, (0.5, 2.0), 4).tolist() == [1.0]
+    rel, measured = relevance(answers[2:], flat[:1], torch.tensor([0]), torch.arange(5), flat, (0.5, 2.0), 4)
+    assert rel.tolist() == [1.0] and measured.tolist() == [False]
 
 
 def test_shared_across_prompts_counts_other_prompts_only():
@@ -204,3 +206,15 @@ def test_streaming_reward_withholds_novelty_from_a_shared_answer_and_logs_the_ch
     assert shared["extra_logs"]["novelty/shared"] == [1.0] and shared["extra_logs"]["novelty/gate"] == [0.0]
     assert shared["extra_logs"]["novelty/relevance"] == [0.0]  # it is about libraries, not smartphones
     assert own["extra_logs"]["novelty/shared"] == [0.0] and own["rewards"][0] > own["scores"][0] > 0.9
+
+
+def test_prompts_the_encoder_cannot_tell_apart_are_said_not_scored_zero(embedder, caplog):
+    # Ten distinct prompts that embed identically (they differ only in trailing spaces, stripped before encoding),
+    # as a long shared template would make them: relevance is unmeasurable, so 1, and the log says so once.
+    m = NoveltyReward(config(), embedder=embedder)
+    prompts = ["Propose one new use for an old smartphone." + " " * i for i in range(10)]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(30):
+            q, parts = m.quality(prompts, [ON_TOPIC[0][0]] * 10)
+    assert parts["relevance"] == [1.0] * 10 and min(q) == 1.0
+    assert caplog.text.count("relevance could be measured for only 0% of the first") == 1
