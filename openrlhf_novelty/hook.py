@@ -19,7 +19,8 @@ import torch
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.remote import quality_log_keys
 from openrlhf_novelty.reward import PREFIX, NoveltyReward, gate_log_keys, task_to_unit
-from openrlhf_novelty.state import load_state
+from openrlhf_novelty.reward_file import show_info_logs
+from openrlhf_novelty.state import from_bytes, load_state, to_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ def novelty_trainer(base, config_dict: dict):
     class NoveltyPPOTrainer(base):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            show_info_logs()
             self.install_novelty()
 
         def install_novelty(self):
@@ -204,9 +206,10 @@ def novelty_trainer(base, config_dict: dict):
 
         def init_checkpoint_states(self):
             states = super().init_checkpoint_states()
-            # A deep copy: Ray hands these tensors over as views on its read-only buffers (zero-copy), and RND's
-            # optimizer would update them in place.
-            novelty = copy.deepcopy(states.pop(CLIENT_STATE_KEY, None))
+            novelty = states.pop(CLIENT_STATE_KEY, None)
+            # Bytes since 0.1.1 (see _with_novelty); a dict from older checkpoints is deep-copied: Ray hands its
+            # tensors over as views on read-only buffers, and RND's optimizer would update them in place.
+            novelty = from_bytes(novelty) if isinstance(novelty, bytes) else copy.deepcopy(novelty)
             hook = self.experience_maker.novelty
             legacy = os.path.join(self.args.ckpt.path, "novelty_state.pt")  # written by openrlhf-novelty 0.1.0 before this change
             if novelty is None and states.get("global_step", 0) > 0 and os.path.exists(legacy):
@@ -223,8 +226,10 @@ def novelty_trainer(base, config_dict: dict):
             return states
 
         def _with_novelty(self, client_states):
+            # As one blob: the client_states travel through Ray to the actor that saves them, and a dict of tensors
+            # arrives as views on one buffer that torch.save refuses (found by the real launch, tests/e2e).
             state = self.experience_maker.novelty.checkpoint_state()
-            return {**(client_states or {}), **({CLIENT_STATE_KEY: state} if state is not None else {})}
+            return {**(client_states or {}), **({CLIENT_STATE_KEY: to_bytes(state)} if state is not None else {})}
 
         def train_step(self, rollout_samples, global_step):
             status, global_step = super().train_step(rollout_samples, global_step)

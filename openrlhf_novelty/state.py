@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 
@@ -42,3 +43,17 @@ def save_atomic(state: dict, path: str | os.PathLike) -> None:
 def load_state(path: str | os.PathLike) -> dict:
     """Load a state file with ``weights_only=True``: tensors and plain containers only, never arbitrary pickles."""
     return torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+
+
+def to_bytes(state: dict) -> bytes:
+    """The state as one ``torch.save`` blob: what travels through Ray into a DeepSpeed checkpoint. A dict of tensors
+    would not survive that trip: Ray deserializes its tensors as views on one shared buffer, and ``torch.save``
+    then refuses them ("Cannot save multiple tensors or storages that view the same data as different types")."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def from_bytes(blob: bytes) -> dict:
+    """Inverse of to_bytes, with ``weights_only=True`` like load_state."""
+    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)

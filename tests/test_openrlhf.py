@@ -23,6 +23,7 @@ from openrlhf_novelty.config import ConfigError, NoveltyConfig  # noqa: E402
 from openrlhf_novelty.hook import NoveltyHook, novelty_experience_maker, novelty_trainer  # noqa: E402
 from openrlhf_novelty.reward import NoveltyReward  # noqa: E402
 from openrlhf_novelty.reward_file import __file__ as REWARD_FILE  # noqa: E402
+from openrlhf_novelty.state import from_bytes  # noqa: E402
 from tests.fake_openai import FakeOpenAI, refused_url  # noqa: E402
 
 N = 4
@@ -324,7 +325,7 @@ def test_resume_restores_the_novelty_state_of_the_checkpoint_latest_names(tmp_pa
         trainer.save_logs_and_checkpoints(step, {}, states)  # saves at 2 (save_steps 2)
     trainer.save_best_checkpoint({"eval_score": 0.9}, 3, dict(states))  # a best save at 3 moves `latest`
     assert sorted(group.saved) == ["best_global_step3", "global_step2"] and group.latest == "best_global_step3"
-    assert group.saved["global_step2"]["novelty_state"]["step"] == 2
+    assert from_bytes(group.saved["global_step2"]["novelty_state"])["step"] == 2  # one blob (survives Ray's transfer)
     # A resumed run: a fresh hook, and OpenRLHF's own resume path (init_checkpoint_states) restores step 3.
     resumed_maker, _ = make_maker(tmp_path, monkeypatch, embedder)
     resumed = checkpointing_trainer(tmp_path, resumed_maker, group)
