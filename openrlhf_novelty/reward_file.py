@@ -24,6 +24,18 @@ _lock = threading.Lock()
 _logger = logging.getLogger("openrlhf_novelty.reward_file")
 
 
+def show_info_logs() -> None:
+    """Let this package's INFO lines through in a Ray worker (the reward file in a vLLM engine, the hook in the
+    trainer actor): Python's last-resort handler prints only warnings there, and which config the reward file runs
+    or that the novelty state was restored are confirmations a user must be able to see in the job's log."""
+    package = logging.getLogger("openrlhf_novelty")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(name)s] %(message)s", "%m-%d %H:%M:%S"))
+        package.addHandler(handler)
+        package.setLevel(logging.INFO)
+
+
 def config_from_env() -> NoveltyConfig:
     """The config this process was given (JSON, then a file, then the defaults), saying which."""
     text, path = os.environ.get(CONFIG_JSON_ENV), os.environ.get(CONFIG_ENV)
@@ -48,6 +60,7 @@ def _get_remote():
     if _remote is None:
         with _lock:
             if _remote is None:
+                show_info_logs()
                 config = config_from_env()
                 remote = RemoteReward(config)
                 if remote.model.judge is not None:
