@@ -1,6 +1,8 @@
 """``python -m openrlhf_novelty.train_ppo_ray <train_ppo_ray arguments> [--novelty.config FILE]``
 
-Runs OpenRLHF's own ``openrlhf.cli.train_ppo_ray`` with the novelty hook in its PPOTrainer. OpenRLHF's parser
+Runs OpenRLHF's own ``openrlhf.cli.train_ppo_ray`` with the novelty hook in its PPOTrainer. With a streaming config
+(``stream.update_every > 0``: the reward file adds novelty per sample) it runs OpenRLHF without the hook, and only
+ships the config; it says which at start-up. OpenRLHF's parser
 rejects unknown flags, so ours are taken out of argv first. No registry selects the experience maker; this works
 because ``train()`` imports ``PPOTrainer`` from ``openrlhf.trainer.ppo_trainer`` when it runs, so replacing that
 attribute with a ``@ray.remote`` subclass is enough (the config travels inside the class to the Ray actor).
@@ -27,6 +29,8 @@ USAGE = """usage: python -m openrlhf_novelty.train_ppo_ray [--novelty.config FIL
 
 Runs OpenRLHF's GRPO / PPO trainer with the novelty experience-maker hook. Use it together with
 --reward.remote_url "$(openrlhf-novelty path)" so the reward file computes quality per sample.
+With a config whose stream.update_every > 0 the reward file (or server) adds novelty per sample, and OpenRLHF
+runs without the hook.
 --novelty.config (default: $OPENRLHF_NOVELTY_CONFIG) is read here and shipped, as JSON in the Ray job's runtime
 environment, to the hook and to the reward file in every vLLM engine, whether this script starts Ray or connects to
 a cluster started with `ray start` (files the config names, e.g. reward.task_func, must exist on every node).
@@ -54,9 +58,9 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def check_openrlhf_args(args) -> None:
+def check_openrlhf_args(args, hooked: bool = True) -> None:
     """Refuse what the hook cannot serve, on OpenRLHF's parsed (hierarchized) arguments."""
-    if args.train.async_enable:
+    if hooked and args.train.async_enable:
         raise ConfigError("--train.async_enable is not supported by the novelty hook: async training builds its "
                           "experience maker in another actor, so the hook would silently never run. Use the reward "
                           "file or the server with stream.update_every > 0 instead (see the README).")
@@ -67,22 +71,25 @@ def check_openrlhf_args(args) -> None:
 
 
 def install(config: NoveltyConfig) -> None:
-    """In this (driver) process: the hooked PPOTrainer, the config in Ray's runtime env, the argument check."""
+    """In this (driver) process: the hooked PPOTrainer (unless the config streams), the config in Ray's runtime env,
+    the argument check."""
     import ray
     from openrlhf.trainer import ppo_trainer
     from openrlhf.utils import config as openrlhf_config
 
     from openrlhf_novelty.hook import novelty_trainer
 
-    base = ppo_trainer.PPOTrainer.__ray_actor_class__  # a @ray.remote class cannot be subclassed directly
-    ppo_trainer.PPOTrainer = ray.remote(novelty_trainer(base, config.to_dict()))
+    hooked = config.stream_update_every == 0
+    if hooked:
+        base = ppo_trainer.PPOTrainer.__ray_actor_class__  # a @ray.remote class cannot be subclassed directly
+        ppo_trainer.PPOTrainer = ray.remote(novelty_trainer(base, config.to_dict()))
 
     hierarchize = openrlhf_config.hierarchize
 
     def checked_hierarchize(args):
         args = hierarchize(args)
         try:
-            check_openrlhf_args(args)
+            check_openrlhf_args(args, hooked)
         except ConfigError as e:
             print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
@@ -111,13 +118,18 @@ def main(argv: list[str] | None = None) -> int:
         config_path, rest = split_argv(argv)
         config_path = config_path or os.environ.get(CONFIG_ENV) or None
         config = NoveltyConfig.from_file(config_path) if config_path else NoveltyConfig()
-        if config.stream_update_every > 0:
-            raise ConfigError("config stream.update_every: must be 0 with the hook (novelty would be added twice)")
     except ConfigError as e:
         print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
         return 2
     if "-h" in rest or "--help" in rest:
         print(USAGE + "\n")
+    elif config.stream_update_every > 0:
+        print(f"openrlhf_novelty.train_ppo_ray: stream.update_every = {config.stream_update_every}: novelty comes "
+              "from the reward file / server per sample, so OpenRLHF runs without the experience-maker hook (the "
+              "config is still shipped to every Ray worker). Set it to 0 for the hook.", file=sys.stderr)
+    else:
+        print("openrlhf_novelty.train_ppo_ray: novelty by the experience-maker hook (whole groups, RND updated once "
+              "per step, state in OpenRLHF's checkpoints)", file=sys.stderr)
     # This process and workers that inherit its environment (Ray started here) read the same config.
     os.environ[CONFIG_JSON_ENV] = json.dumps(config.to_dict())
     install(config)

@@ -39,11 +39,12 @@ def restore_what_the_wrapper_patches(monkeypatch):
     monkeypatch.setattr(sys, "argv", list(sys.argv))
 
 
-def capture_script_argv(script, tmp_path) -> list[str]:
+def capture_script_argv(script, tmp_path, **extra_env) -> list[str]:
     shim = tmp_path / "python"
     shim.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(tmp_path / 'argv.json')!r}, 'w'))\n")
     shim.chmod(0o755)
-    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(shim), "REWARD_FILE": "/path/to/reward_file.py", "HOME": str(tmp_path)}
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(shim), "REWARD_FILE": "/path/to/reward_file.py", "HOME": str(tmp_path),
+           **extra_env}
     proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads((tmp_path / "argv.json").read_text())
@@ -90,6 +91,27 @@ def test_recipe_arguments_pass_openrlhfs_parser(script, tmp_path, monkeypatch):
     env_vars = CAPTURED["runtime_env"]["env_vars"]
     assert json.loads(env_vars["OPENRLHF_NOVELTY_CONFIG_JSON"]) == config.to_dict()
     assert env_vars["TOKENIZERS_PARALLELISM"] and env_vars["NCCL_DEBUG"]
+
+
+def test_a_streaming_config_runs_openrlhf_without_the_hook(tmp_path, monkeypatch, capsys):
+    """grpo_smollm2.sh MODE=file: our launcher with stream.update_every > 0 leaves OpenRLHF's PPOTrainer alone (the
+    reward file adds novelty; a hook too would add it twice), still ships the config, and says so."""
+    config = tmp_path / "stream.yaml"
+    config.write_text("stream:\n  update_every: 256\n  group_size: 8\n")
+    argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, MODE="file",
+                               NOVELTY_CONFIG=str(config))
+    plain = ppo_trainer.PPOTrainer
+    args = run_wrapper(argv[2:], monkeypatch)
+    assert ppo_trainer.PPOTrainer is plain and args.reward.remote_url == ["/path/to/reward_file.py"]
+    assert json.loads(CAPTURED["runtime_env"]["env_vars"]["OPENRLHF_NOVELTY_CONFIG_JSON"])["stream_update_every"] == 256
+    assert "OpenRLHF runs without the experience-maker hook" in capsys.readouterr().err
+
+
+def test_server_mode_uses_openrlhfs_own_launcher(tmp_path):
+    argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, MODE="server",
+                               REWARD_URL="http://10.0.0.1:5000/reward")
+    assert argv[:2] == ["-m", "openrlhf.cli.train_ppo_ray"] and "--novelty.config" not in argv
+    assert argv[argv.index("--reward.remote_url") + 1] == "http://10.0.0.1:5000/reward"
 
 
 def test_hookless_config_matches_the_rollout_size():
