@@ -397,7 +397,8 @@ class NoveltyReward:
         with self._lock:
             emb = torch.cat([b.embeddings[b.valid.to(b.embeddings.device)] for b in batches])
             keys = torch.cat([b.prompt_keys[b.valid.cpu()] for b in batches])
-            stats = {"rnd_loss": self.rnd.update(emb) if emb.shape[0] else 0.0}
+            stats = {"rnd_loss": self.rnd.update(emb) if emb.shape[0] else 0.0,
+                     "rnd_seen": float(self.rnd.obs_rms.count)}  # samples RND's normalizer has seen, ever
             if self._archive is not None and emb.shape[0]:
                 self._archive.add(emb, keys)
                 stats["archive_size"] = float(len(self._archive))
