@@ -14,6 +14,7 @@ import copy
 import logging
 import os
 
+import numpy as np
 import torch
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
@@ -207,9 +208,10 @@ def novelty_trainer(base, config_dict: dict):
         def init_checkpoint_states(self):
             states = super().init_checkpoint_states()
             novelty = states.pop(CLIENT_STATE_KEY, None)
-            # Bytes since 0.1.1 (see _with_novelty); a dict from older checkpoints is deep-copied: Ray hands its
+            # A blob since 0.1.1 (see _with_novelty); a dict from older checkpoints is deep-copied: Ray hands its
             # tensors over as views on read-only buffers, and RND's optimizer would update them in place.
-            novelty = from_bytes(novelty) if isinstance(novelty, bytes) else copy.deepcopy(novelty)
+            blob = isinstance(novelty, (bytes, np.ndarray))
+            novelty = from_bytes(novelty) if blob else copy.deepcopy(novelty)
             hook = self.experience_maker.novelty
             legacy = os.path.join(self.args.ckpt.path, "novelty_state.pt")  # written by openrlhf-novelty 0.1.0 before this change
             if novelty is None and states.get("global_step", 0) > 0 and os.path.exists(legacy):
@@ -227,9 +229,12 @@ def novelty_trainer(base, config_dict: dict):
 
         def _with_novelty(self, client_states):
             # As one blob: the client_states travel through Ray to the actor that saves them, and a dict of tensors
-            # arrives as views on one buffer that torch.save refuses (found by the real launch, tests/e2e).
+            # arrives as views on one buffer that torch.save refuses (found by the real launch, tests/e2e). A uint8
+            # array, not bytes: OpenRLHF logs the checkpoint states on resume, and an array's repr is summarised.
             state = self.experience_maker.novelty.checkpoint_state()
-            return {**(client_states or {}), **({CLIENT_STATE_KEY: to_bytes(state)} if state is not None else {})}
+            if state is None:
+                return dict(client_states or {})
+            return {**(client_states or {}), CLIENT_STATE_KEY: np.frombuffer(to_bytes(state), dtype=np.uint8)}
 
         def train_step(self, rollout_samples, global_step):
             status, global_step = super().train_step(rollout_samples, global_step)

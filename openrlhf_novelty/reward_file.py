@@ -29,11 +29,11 @@ def show_info_logs() -> None:
     trainer actor): Python's last-resort handler prints only warnings there, and which config the reward file runs
     or that the novelty state was restored are confirmations a user must be able to see in the job's log."""
     package = logging.getLogger("openrlhf_novelty")
-    if not package.handlers:
+    package.setLevel(logging.INFO)
+    if not package.handlers and not logging.getLogger().handlers:  # a host's own root handler prints them already
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(asctime)s %(name)s] %(message)s", "%m-%d %H:%M:%S"))
         package.addHandler(handler)
-        package.setLevel(logging.INFO)
 
 
 def config_from_env() -> NoveltyConfig:

@@ -54,6 +54,6 @@ def to_bytes(state: dict) -> bytes:
     return buffer.getvalue()
 
 
-def from_bytes(blob: bytes) -> dict:
-    """Inverse of to_bytes, with ``weights_only=True`` like load_state."""
-    return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+def from_bytes(blob) -> dict:
+    """Inverse of to_bytes (bytes, or a uint8 array of them), with ``weights_only=True`` like load_state."""
+    return torch.load(io.BytesIO(bytes(blob)), map_location="cpu", weights_only=True)

@@ -58,16 +58,35 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
     return config, rest
 
 
-def check_openrlhf_args(args, hooked: bool = True) -> None:
-    """Refuse what the hook cannot serve, on OpenRLHF's parsed (hierarchized) arguments."""
+def check_openrlhf_args(args, config: NoveltyConfig) -> None:
+    """Refuse what the chosen mode cannot serve, on OpenRLHF's parsed (hierarchized) arguments."""
+    hooked = config.stream_update_every == 0
     if hooked and args.train.async_enable:
         raise ConfigError("--train.async_enable is not supported by the novelty hook: async training builds its "
                           "experience maker in another actor, so the hook would silently never run. Use the reward "
                           "file or the server with stream.update_every > 0 instead (see the README).")
     if not (args.reward.remote_url or args.train.agent_func_path):
-        raise ConfigError("the novelty hook needs --reward.remote_url (e.g. \"$(openrlhf-novelty path)\"): with a "
-                          "reward model instead, OpenRLHF's samples reach the hook without rewards and would train "
-                          "on the bonus alone.")
+        raise ConfigError(f"the novelty {'hook' if hooked else 'reward'} needs --reward.remote_url (e.g. "
+                          "\"$(openrlhf-novelty path)\"): with a reward model instead, "
+                          + ("OpenRLHF's samples reach the hook without rewards and would train on the bonus alone."
+                             if hooked else "the novelty reward file or server is never called."))
+    if not hooked:
+        n = args.rollout.n_samples_per_prompt
+        if config.stream_group_size != n:
+            raise ConfigError(f"config stream.group_size is {config.stream_group_size} but "
+                              f"--rollout.n_samples_per_prompt is {n}: diversity would compare the wrong siblings")
+        urls = [u for u in (args.reward.remote_url or []) if u]
+        per_step = args.rollout.batch_size * n
+        if urls and not urls[0].startswith("http"):  # the reward file: each engine sees its share
+            per_step //= max(args.vllm.num_engines, 1)
+        if config.stream_update_every != per_step:
+            print(f"openrlhf_novelty.train_ppo_ray: warning: stream.update_every is {config.stream_update_every}, "
+                  f"one training step brings {per_step} samples to each reward process: RND then updates "
+                  "out of step with training", file=sys.stderr)
+        if args.ckpt.load_enable:
+            print("openrlhf_novelty.train_ppo_ray: warning: without the hook the novelty state (RND, archive) is not "
+                  "in OpenRLHF's checkpoints: a resumed run starts it fresh in the reward file (the server keeps "
+                  "its own, with --state)", file=sys.stderr)
 
 
 def install(config: NoveltyConfig) -> None:
@@ -89,7 +108,7 @@ def install(config: NoveltyConfig) -> None:
     def checked_hierarchize(args):
         args = hierarchize(args)
         try:
-            check_openrlhf_args(args, hooked)
+            check_openrlhf_args(args, config)
         except ConfigError as e:
             print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None

@@ -37,6 +37,7 @@ def restore_what_the_wrapper_patches(monkeypatch):
     monkeypatch.setattr(ray, "init", ray.init)
     monkeypatch.setattr(openrlhf_config, "hierarchize", openrlhf_config.hierarchize)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
+    monkeypatch.delenv("OPENRLHF_NOVELTY_CONFIG_JSON", raising=False)  # main() sets it; gone again after the test
 
 
 def capture_script_argv(script, tmp_path, **extra_env) -> list[str]:
