@@ -5,6 +5,8 @@
 #   MODE=file    our launcher, a config with stream.update_every > 0: novelty per sample in the reward file, no hook
 #   MODE=server  OpenRLHF's own launcher, rewards from `openrlhf-novelty serve` (REWARD_URL, scripts/serve_reward.sh)
 # One GPU holds everything: actor, reference and one vLLM engine take turns on it (colocate_all, sleep modes).
+# The default config (creative_writing.yaml) asks a judge on :8000: start scripts/serve_judge.sh first (another GPU),
+# or point NOVELTY_CONFIG at a config without one (the e2e test uses tests/e2e/hook.yaml: a task reward instead).
 #   bash examples/scripts/grpo_smollm2.sh
 #   MODE=server REWARD_URL=http://127.0.0.1:5000/reward bash examples/scripts/grpo_smollm2.sh
 # CPU=1 swaps the GPU-only settings for their CPU stand-ins (the e2e test; it also needs tests/e2e's harness).
