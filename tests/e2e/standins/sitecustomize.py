@@ -95,8 +95,6 @@ class GlooBroadcastGroup:
         store = dist.TCPStore(master_address, master_port, world_size, is_master=rank == 0,
                               timeout=timedelta(seconds=300))
         self.group = dist.ProcessGroupGloo(store, rank, world_size, timedelta(seconds=300))
-        self.rank = rank
-        self.sent: list = []
 
     def broadcast(self, tensor, src, stream=None):
         import torch.distributed as dist
