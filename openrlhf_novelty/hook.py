@@ -10,9 +10,11 @@ put in ``scores``. Evaluation rollouts never pass through here.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import time
 
 import numpy as np
 import torch
@@ -33,6 +35,27 @@ def _first(value) -> float:
     return float(torch.as_tensor(value).float().flatten()[0]) if value is not None else 0.0
 
 
+def hook_threads(config: NoveltyConfig) -> int:
+    """hook.threads, or (0) the cores this process may run on, at most 16: encoding speeds up little beyond that."""
+    if config.hook_threads:
+        return config.hook_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, 16))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op threads set to ``n`` inside, restored after. Ray starts an actor that declares no num_cpus
+    (OpenRLHF's PPOTrainer) with OMP_NUM_THREADS=1; torch.set_num_threads overrides it for this process. While the
+    hook scores, generation is over and the trainers wait for this batch, so the node's cores are free."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class NoveltyHook:
     """Host-independent part of the hook: samples in, rewards / info / bonus out."""
 
@@ -49,6 +72,9 @@ class NoveltyHook:
         self.bonus: torch.Tensor | None = None  # per original sample index, for the advantage mode
         self.last_stats: dict[str, float] = {}
         self.failures = 0
+        self.threads = hook_threads(config)
+        logger.info("novelty hook: scoring on %d torch threads (hook.threads; this actor had %d)", self.threads,
+                    torch.get_num_threads())
 
     def responses(self, samples) -> list[str]:
         out = []
@@ -101,6 +127,13 @@ class NoveltyHook:
         if not samples:
             return
         self.check_reward_keys(samples)
+        start = time.perf_counter()
+        with torch_threads(self.threads):
+            self._apply(samples)
+        # On the critical path of every step (the GPUs wait for it): logged so a slow hook is seen, not guessed.
+        self.last_stats[PREFIX + "hook_seconds"] = time.perf_counter() - start
+
+    def _apply(self, samples) -> None:
         logged = self.model.novelty_terms() + gate_log_keys(self.config)  # fixed by the config, failure or not
         try:
             if len(samples) % self.n:

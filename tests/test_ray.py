@@ -6,6 +6,7 @@ Ray workers get the CUDA-only stand-ins (vllm, flash_attn) through Ray's own ``w
 import json
 import os
 import pathlib
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -131,11 +132,34 @@ def resume(trainer):
     return states["global_step"], model.step, model.rnd.predictor[0].weight.clone()
 
 
+def threads_while_scoring(trainer):
+    """Inside the actor: one hooked batch; torch's thread count outside, while encoding, and after."""
+    hook = trainer.experience_maker.novelty
+    seen, encode = [], hook.model.embedder.encode
+
+    def spy(texts):
+        seen.append(torch.get_num_threads())
+        return encode(texts)
+
+    hook.model.embedder.encode = spy
+    samples = []
+    for text in ["HYP: Numbers draw retweets.", "HYP: Questions invite replies.", "HYP: Humor spreads.",
+                 "HYP: Threads hold attention."]:
+        ids = trainer.tokenizer(text, add_special_tokens=False)["input_ids"]
+        samples.append(SimpleNamespace(sequences=torch.tensor([[0, *ids]]), action_mask=torch.ones(1, len(ids)),
+                                       prompts=["Propose hypothesis 0."], rewards=torch.tensor([1.0]), scores=None,
+                                       info={}))
+    before = torch.get_num_threads()
+    hook.apply(samples)
+    return (os.environ.get("OMP_NUM_THREADS"), before, seen, torch.get_num_threads(),
+            hook.last_stats["novelty/failures"], hook.last_stats["novelty/hook_seconds"])
+
+
 def test_the_hooked_trainer_runs_as_a_ray_actor_and_resumes_its_novelty_state(tmp_path, tokenizer_dir, monkeypatch):
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"Propose hypothesis {i}."}) + "\n" for i in range(8)))
     config = tmp_path / "novelty.yaml"
-    config.write_text("extract:\n  pattern: 'HYP:\\s*(.+)'\nrnd:\n  warmup_samples: 0\n")
+    config.write_text("extract:\n  pattern: 'HYP:\\s*(.+)'\nrnd:\n  warmup_samples: 0\nhook:\n  threads: 3\n")
     ckpt = tmp_path / "ckpt"
     (ckpt / "_actor").mkdir(parents=True)
     argv = ["--novelty.config", str(config), "--actor.model_name_or_path", tokenizer_dir,
@@ -160,5 +184,10 @@ def test_the_hooked_trainer_runs_as_a_ray_actor_and_resumes_its_novelty_state(tm
                                None, None, None, None, do_sample=True, max_len=512, max_new_tokens=64)
         global_step, novelty_step, resumed = ray.get(second.__ray_call__.remote(resume))
         assert (global_step, novelty_step) == (3, 3) and torch.equal(resumed, weight)
+        # Ray starts this actor, declared as OpenRLHF declares PPOTrainer (no num_cpus), on one thread; the hook
+        # scores on the configured 3 and hands the actor back its one.
+        omp, before, seen, after, failures, seconds = ray.get(second.__ray_call__.remote(threads_while_scoring))
+        assert (omp, before, after, failures) == ("1", 1, 1, 0.0)
+        assert seen and set(seen) == {3} and seconds > 0
     finally:
         ray.shutdown()
