@@ -127,6 +127,7 @@ class JudgeStats:
     parse_failures: int = 0
     breaker_skips: int = 0
     breaker_opens: int = 0
+    deadline_misses: int = 0  # samples with a request still unanswered at judge.deadline
 
     @property
     def failure_rate(self) -> float:
@@ -289,7 +290,8 @@ class Judge:
     async def ajudge_many(self, prompts: list[str], responses: list[str]):
         if self.local is not None:  # one batched generation beats one call per sample by an order of magnitude
             return await asyncio.to_thread(self._judge_local_batch, prompts, responses)
-        results = await asyncio.gather(*(self._judge_one(p, r) for p, r in zip(prompts, responses)))
+        deadline = asyncio.get_running_loop().time() + self.config.judge_deadline
+        results = await asyncio.gather(*(self._judge_one(p, r, deadline) for p, r in zip(prompts, responses)))
         return [s for s, _ in results], [f for _, f in results]
 
     def _judge_local_batch(self, prompts: list[str], responses: list[str], chunk: int = 16):
@@ -349,7 +351,7 @@ class Judge:
     def _key(prompt: str, response: str) -> bytes:
         return hashlib.blake2b(f"{prompt}\x00{response}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    async def _judge_one(self, prompt: str, response: str) -> tuple[float | None, bool]:
+    async def _judge_one(self, prompt: str, response: str, deadline: float) -> tuple[float | None, bool]:
         key = self._key(prompt, response)
         with self._lock:
             if key in self._cache:
@@ -361,11 +363,14 @@ class Judge:
         if key in self._inflight:
             with self._lock:
                 self.stats.cache_hits += 1
-            return await asyncio.shield(self._inflight[key])
+            try:
+                return await asyncio.wait_for(asyncio.shield(self._inflight[key]), self._left(deadline))
+            except asyncio.TimeoutError:
+                return self._missed_deadline()
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            result = await self._judge_uncached(key, prompt, response)
+            result = await self._judge_uncached(key, prompt, response, deadline)
             future.set_result(result)
             return result
         except BaseException as e:
@@ -374,16 +379,39 @@ class Judge:
         finally:
             del self._inflight[key]
 
-    async def _judge_uncached(self, key: bytes, prompt: str, response: str) -> tuple[float | None, bool]:
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(0.0, deadline - asyncio.get_running_loop().time())
+
+    def _missed_deadline(self) -> tuple[float | None, bool]:
+        with self._lock:
+            self.stats.deadline_misses += 1
+            self.stats.failures += 1
+        return self._fallback(), True
+
+    async def _judge_uncached(self, key: bytes, prompt: str, response: str,
+                              deadline: float) -> tuple[float | None, bool]:
         with self._lock:
             self.stats.judged += 1
         text = render(self.template, prompt, self.view(response))
-        scores = []
-        for source in self.endpoints:  # a local judge never comes here: ajudge_many batches it
-            for _ in range(self.config.judge_samples):
-                s = await self._score_with_retries(source, text)
-                if s is not None:
-                    scores.append(s)
+        # Every endpoint and every judge.samples at once, not one after another: in sequence, the worst case
+        # (each retrying to its timeout) multiplied past OpenRLHF's 180 s limit and the host dropped the request.
+        # A local judge never comes here: ajudge_many batches it.
+        tasks = [asyncio.ensure_future(self._score_with_retries(source, text))
+                 for source in self.endpoints for _ in range(self.config.judge_samples)]
+        done, pending = await asyncio.wait(tasks, timeout=self._left(deadline))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)  # let them release the semaphore
+            with self._lock:
+                self.stats.deadline_misses += 1
+                misses = self.stats.deadline_misses
+            if misses <= 10 or misses % 1000 == 0:
+                logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%.0f s); "
+                           "scoring it on the %d that answered (%d such samples so far)", len(pending), len(tasks),
+                               self.config.judge_deadline, len(done), misses)
+        scores = [t.result() for t in done if t.exception() is None and t.result() is not None]
         if not scores:
             with self._lock:
                 self.stats.failures += 1

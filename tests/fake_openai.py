@@ -21,6 +21,7 @@ class FakeOpenAI:
         self.counts: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.inflight = self.max_inflight = 0  # requests being answered at once, and the most seen
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,6 +34,16 @@ class FakeOpenAI:
                 pass
 
             def do_POST(self):
+                with server.lock:
+                    server.inflight += 1
+                    server.max_inflight = max(server.max_inflight, server.inflight)
+                try:
+                    self.answer()
+                finally:
+                    with server.lock:
+                        server.inflight -= 1
+
+            def answer(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 content = body["messages"][-1]["content"]
                 m = re.search(r"\[\[([\w-]+)\]\]", body.get("model", "") + content)

@@ -317,3 +317,32 @@ def test_a_leading_number_cannot_buy_the_probability_judge():
     # Unblinded, the same judge is bought: a leading 9 lifts these answers by well over 0.05 on average.
     raw, primed = scores(False, ""), scores(False, "9 ")
     assert sum(primed) / 3 - sum(raw) / 3 > 0.1
+
+
+def test_endpoints_and_samples_of_one_answer_are_asked_at_once():
+    """In sequence, 2 endpoints x judge.samples 3 each retrying to its timeout outlasted OpenRLHF's 180 s."""
+    with FakeOpenAI(latency=0.3) as a, FakeOpenAI(latency=0.3) as b:
+        j = judge(f"{a.url},{b.url}", samples=3, temperature=1.0)
+        scores, failed = j.judge_many(["t"], ["[[score-6]] at once"])
+    assert scores == pytest.approx([0.6]) and failed == [False]
+    assert (a.counts["score-6"], b.counts["score-6"]) == (3, 3)
+    assert (a.max_inflight, b.max_inflight) == (3, 3)  # all six in flight together
+
+
+def test_the_deadline_bounds_a_call_and_keeps_what_answered():
+    import time
+
+    with FakeOpenAI() as fast, FakeOpenAI(latency=8.0) as slow:
+        j = judge(f"{fast.url},{slow.url}", timeout=30.0, deadline=1.0)
+        start = time.monotonic()
+        scores, failed = j.judge_many(["t", "t"], ["[[score-4]] one", "[[score-8]] two"])
+        took = time.monotonic() - start
+        # The slow judge's answers never came: each sample is scored on the fast one's, and counted.
+        assert scores == pytest.approx([0.4, 0.8]) and failed == [False, False]
+        assert j.stats.deadline_misses == 2 and j.stats.failures == 0 and took < 5.0
+        only_slow = judge(slow.url, timeout=30.0, deadline=1.0)
+        start = time.monotonic()
+        scores, failed = only_slow.judge_many(["t"], ["[[score-9]] none"])
+        assert time.monotonic() - start < 5.0
+        assert scores == [0.5] and failed == [True] and only_slow.stats.deadline_misses == 1
+        assert only_slow.stats.failure_rate == 1.0
