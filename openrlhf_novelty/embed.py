@@ -8,6 +8,8 @@ import threading
 
 import torch
 
+from openrlhf_novelty.batcher import Batcher
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
@@ -35,7 +37,10 @@ class Embedder:
         self.model_name, self.device, self.batch_size, self.max_chars = model, device, batch_size, max_chars
         self._model = None
         self._load_lock = threading.Lock()
-        self._encode_lock = threading.Lock()
+        # Concurrent calls are encoded as one batch: the reward file encodes each sample's answer for relevance
+        # from one thread per request, and batches of one cost ~10x a shared batch. One forward at a time, too:
+        # the model is shared, and torch already uses every core it is given.
+        self._batcher = Batcher(self._encode_many)
 
     @property
     def model(self):
@@ -60,11 +65,10 @@ class Embedder:
         """[len(texts), dim] float32 on the configured device, unit-norm rows."""
         if not texts:
             return torch.zeros(0, self.dim, device=self.device)
-        texts = [t[: self.max_chars] for t in texts]
-        model = self.model
-        with self._encode_lock:  # one forward at a time: the model is shared, and torch already uses every core
-            emb = model.encode(
-                texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return emb.float()
+        return self._batcher.submit([t[: self.max_chars] for t in texts])
+
+    def _encode_many(self, calls: list[list[str]]) -> list[torch.Tensor]:
+        texts = [t for call in calls for t in call]
+        emb = self.model.encode(texts, batch_size=self.batch_size, convert_to_tensor=True, normalize_embeddings=True,
+                                show_progress_bar=False).float()
+        return list(emb.split([len(call) for call in calls]))

@@ -142,3 +142,25 @@ def test_batcher_runs_concurrent_requests_together_and_returns_each_its_own():
     with pytest.raises(RuntimeError, match="boom"):
         batcher.submit("boom")
     assert batcher.submit(3) == 6  # a failed batch does not wedge the next one
+
+
+def test_concurrent_encodes_share_forward_passes_and_each_gets_its_own_vectors(embedder):
+    """The reward file encodes one answer per request thread (relevance); those calls are batched together."""
+    texts = [f"HYP: Tweets about topic {i} get {'more' if i % 2 else 'fewer'} retweets." for i in range(48)]
+    alone = torch.stack([embedder.encode([t])[0] for t in texts])
+    calls = []
+    model = embedder.model
+    real = model.encode
+
+    def counting(batch, **kwargs):
+        calls.append(len(batch))
+        return real(batch, **kwargs)
+
+    model.encode = counting
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            together = torch.stack([e[0] for e in pool.map(lambda t: embedder.encode([t]), texts)])
+    finally:
+        del model.encode
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    assert sum(calls) == 48 and len(calls) < 24
