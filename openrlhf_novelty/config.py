@@ -76,11 +76,17 @@ class NoveltyConfig:
 
     # --- diversity: episodic novelty inside each prompt's group of samples
     diversity_weight: float = _f(1.0, "weight of the within-group diversity term", 0, None)
-    diversity_mode: Literal["mean", "min", "partition"] = _f(
-        "mean", "mean / min cosine distance to the siblings, or partition: share of siblings outside the "
-        "sample's cluster (DARLING-style)")
+    diversity_mode: Literal["mean", "min", "partition", "elliptical"] = _f(
+        "mean", "mean / min cosine distance to the siblings; partition: share of siblings outside the sample's "
+        "cluster (DARLING-style); elliptical: how much of the answer lies outside the span of the others "
+        "(RepExp-style bonus sqrt(lam e'(lam I + sum e_j e_j')^-1 e), in [0, 1])")
     diversity_threshold: float = _f(0.85, "partition mode: cosine similarity at or above which two samples "
                                     "are the same answer", -1, 1)
+    diversity_elliptical_lambda: float = _f(0.01, "elliptical mode: ridge lam; an answer repeated m times among its "
+                                            "siblings earns sqrt(lam / (lam + m))", 1e-6, 100)
+    diversity_elliptical_scope: Literal["group", "batch"] = _f(
+        "group", "elliptical mode: the others are the prompt's group (GRPO's n), or every sample of the rollout "
+        "batch (RepExp's batch bonus; with the hook or TRL, not with stream.update_every > 0)")
 
     # --- archive: novelty against a bounded memory of past outputs
     archive_weight: float = _f(0.5, "weight of the archive term (mean distance to the k nearest past outputs)",
@@ -225,6 +231,9 @@ class NoveltyConfig:
             raise ConfigError("config judge.model: required when judge.base_url is set")
         if self.reward_task_func and not os.path.isfile(self.reward_task_func):
             raise ConfigError(f"config reward.task_func: {self.reward_task_func} is not a file")
+        if self.diversity_elliptical_scope == "batch" and self.stream_update_every > 0:
+            raise ConfigError("config diversity.elliptical_scope: batch needs a whole rollout batch (the hook or TRL); "
+                              "with stream.update_every > 0 samples are scored as they arrive: use group")
         if self.judge_base_url and self.judge_local_path:
             raise ConfigError("config judge: set judge.base_url or judge.local_path, not both")
 

@@ -12,12 +12,14 @@ import torch
 
 
 def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85,
-                    eligible: torch.Tensor | None = None) -> torch.Tensor:
+                    eligible: torch.Tensor | None = None, lam: float = 0.01) -> torch.Tensor:
     """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
 
     mean: mean distance to the siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
     otherwise varied group). partition: siblings with cosine >= threshold are linked, linked samples form clusters
     (transitively), and diversity is the share of siblings outside the sample's cluster (DARLING's rule).
+    elliptical: RepExp's bonus, sqrt(e_i' (lam I + sum_j e_j e_j')^-1 e_i) over the siblings j, times sqrt(lam) so
+    it lies in [0, 1] (``elliptical``). A group of one is the whole batch for RepExp's batch scope.
     ``eligible`` [groups, n] (default all): only eligible samples count as siblings -- an empty or failed answer is
     not an idea, and counting its distance would pay the others for their siblings' failures. A sample with no
     eligible sibling scores 0. This is the one implementation: the hook, the streaming reward and TRL all call it.
@@ -29,6 +31,9 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
     count = sibling.sum(-1)
+    if mode == "elliptical":
+        out = torch.stack([elliptical(e, ok, lam) for e, ok in zip(emb, eligible)])
+        return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
     sims = emb @ emb.transpose(1, 2)
     if mode == "partition":
         linked = (sims >= threshold) & eligible[:, :, None] & eligible[:, None, :]
@@ -41,8 +46,38 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
         else:
             out = dist.masked_fill(~sibling, 0.0).sum(-1) / count.clamp(min=1)
     else:
-        raise ValueError(f"diversity mode must be mean, min or partition, got {mode!r}")
+        raise ValueError(f"diversity mode must be mean, min, partition or elliptical, got {mode!r}")
     return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
+
+
+def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.Tensor:
+    """[n] elliptical bonus of each of ``emb`` [n, dim] (unit rows) against the eligible others, leave-one-out.
+
+    b_i = sqrt(lam * e_i' A_i^-1 e_i), A_i = lam I + sum over eligible j != i of e_j e_j'. It is 1 for an answer
+    orthogonal to every sibling, sqrt(1 - c^2 / (1 + lam)) beside one sibling at cosine c, and sqrt(lam / (lam + m))
+    for m identical copies: how much of the answer lies outside the span of the others, so a blend of two siblings'
+    ideas earns little even when it is far from each one (what mean distance pays for). In float64: A is
+    ill-conditioned by design (lam small).
+
+    A group (n <= 64) in the n x n dual, by Woodbury: lam e' A_i^-1 e = |e|^2 - s' (lam I + S S')^-1 s with S the
+    siblings and s = S e; non-siblings are masked out of the Gram matrix. A larger set (the batch scope) with one
+    d x d solve for all, each sample left out by Sherman-Morrison: e' A_i^-1 e = q / (1 - q), q = e' A^-1 e with A
+    over every eligible sample (q < 1 for those)."""
+    e = emb.double()
+    n, d = e.shape
+    if n <= 64:
+        gram = e @ e.T
+        sib = eligible.bool()[None, :] & ~torch.eye(n, dtype=torch.bool, device=e.device)  # [i, j]
+        both = (sib[:, :, None] & sib[:, None, :]).double()  # [i, j, k]: j and k both siblings of i
+        k = lam * torch.eye(n, dtype=torch.float64, device=e.device) + gram[None] * both
+        s = gram * sib.double()  # [i, j]
+        fit = (s * torch.linalg.solve(k, s.unsqueeze(-1)).squeeze(-1)).sum(-1)
+        return (gram.diagonal() - fit).clamp(0.0, 1.0).sqrt().to(emb.dtype)
+    kept = e[eligible.bool()]
+    a = lam * torch.eye(d, dtype=torch.float64, device=e.device) + kept.T @ kept
+    q = (e * torch.linalg.solve(a, e.T).T).sum(-1)
+    loo = torch.where(eligible.bool(), q / (1.0 - q).clamp(min=1e-12), q)
+    return (lam * loo).clamp(0.0, 1.0).sqrt().to(emb.dtype)
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -245,9 +245,12 @@ class NoveltyReward:
                 terms["rnd"], extra["rnd_raw"] = self._rnd.score(emb)
             if cfg.diversity_weight > 0:
                 d = emb.shape[1]
-                terms["diversity"] = group_diversity(emb.view(-1, group_size, d), cfg.diversity_mode,
-                                                     cfg.diversity_threshold,
-                                                     eligible.view(-1, group_size)).reshape(-1)
+                # RepExp's batch scope: one group of the whole batch (every prompt's samples are the others).
+                size = n_total if cfg.diversity_mode == "elliptical" and cfg.diversity_elliptical_scope == "batch" \
+                    else group_size
+                terms["diversity"] = group_diversity(emb.view(-1, size, d), cfg.diversity_mode,
+                                                     cfg.diversity_threshold, eligible.view(-1, size),
+                                                     cfg.diversity_elliptical_lambda).reshape(-1)
             if self._archive is not None:
                 terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
             if self._bank_emb is not None:

@@ -64,7 +64,8 @@ class StreamingNovelty:
                     div.append(0.0)
                     continue
                 group = torch.stack([emb[i], *sibs]) if sibs else emb[i][None]
-                div.append(float(group_diversity(group[None], cfg.diversity_mode, cfg.diversity_threshold)[0, 0]))
+                div.append(float(group_diversity(group[None], cfg.diversity_mode, cfg.diversity_threshold,
+                                                      lam=cfg.diversity_elliptical_lambda)[0, 0]))
                 if sibs is None:
                     sibs = self._siblings[key] = deque(maxlen=cfg.stream_group_size - 1)
                 sibs.append(emb[i])

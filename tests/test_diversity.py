@@ -108,3 +108,89 @@ def test_partition_is_transitive_on_both_paths():
     stream = StreamingNovelty(cfg, NoveltyReward(cfg, embedder=Fixed()))
     got = [stream(["p"], [t], [1.0])[1]["diversity"][0] for t in ("HYP: a", "HYP: b", "HYP: c")]
     assert got == [0.0, 0.0, 0.0]  # pairwise, c would have scored 0.5 against its siblings a and b
+
+
+def test_elliptical_bonus_literal_values():
+    """RepExp's bonus, scaled into [0, 1]: sqrt(lam e'(lam I + sum_j e_j e_j')^-1 e) over the siblings."""
+    lam = 0.01
+    # Orthogonal answers: each lies wholly outside the others' span.
+    eye = torch.eye(4, 6)[None]
+    torch.testing.assert_close(group_diversity(eye, "elliptical", lam=lam), torch.ones(1, 4))
+    # Identical answers: m = 3 copies among the siblings leave sqrt(lam / (lam + m)), about 0.058.
+    same = torch.tensor([[unit(10)] * 4])
+    expected = math.sqrt(lam / (lam + 3))
+    torch.testing.assert_close(group_diversity(same, "elliptical", lam=lam), torch.full((1, 4), expected))
+    # Two answers at 60 degrees (cosine 0.5): sqrt(1 - c^2 / (1 + lam)) each.
+    pair = torch.tensor([[unit(0), unit(60)]])
+    torch.testing.assert_close(group_diversity(pair, "elliptical", lam=lam),
+                               torch.full((1, 2), math.sqrt(1 - 0.25 / (1 + lam))))
+
+
+def test_elliptical_pays_nothing_for_blending_two_siblings():
+    """Mean distance pays an answer halfway between two siblings; the span it lies in does not."""
+    a, b = torch.eye(3)[0], torch.eye(3)[1]
+    blend = torch.nn.functional.normalize(a + b, dim=0)
+    group = torch.stack([a, b, blend])[None]
+    mean = group_diversity(group, "mean")[0, 2].item()
+    ell = group_diversity(group, "elliptical", lam=0.01)[0, 2].item()
+    assert mean == pytest.approx(1 - math.sqrt(0.5), abs=1e-6) and mean > 0.29
+    assert ell == pytest.approx(math.sqrt(0.01 / 1.01), abs=1e-6)  # ~0.10: it lies in the span of a and b
+    new = torch.stack([a, b, torch.eye(3)[2]])[None]
+    assert group_diversity(new, "elliptical", lam=0.01)[0, 2].item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_elliptical_dual_and_primal_paths_agree_and_respect_eligibility():
+    from openrlhf_novelty.diversity import elliptical
+
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(12, 5), dim=-1)
+    ok = torch.tensor([True] * 9 + [False] * 3)
+    dual = elliptical(emb, ok, 0.05)  # n <= 64: the n x n dual
+    # The same 12 padded past 64 with non-eligible rows, which must change nothing: the d x d primal.
+    padded = torch.cat([emb, torch.nn.functional.normalize(torch.randn(60, 5), dim=-1)])
+    primal = elliptical(padded, torch.cat([ok, torch.zeros(60, dtype=torch.bool)]), 0.05)[:12]
+    torch.testing.assert_close(dual, primal, atol=1e-5, rtol=0)
+    # A direct inverse per sample, leave-one-out over eligible others.
+    for i in range(12):
+        others = [j for j in range(12) if j != i and ok[j]]
+        a = 0.05 * torch.eye(5, dtype=torch.float64) + emb[others].double().T @ emb[others].double()
+        direct = math.sqrt(0.05 * float(emb[i].double() @ torch.linalg.solve(a, emb[i].double())))
+        assert dual[i].item() == pytest.approx(direct, abs=1e-5)
+
+
+def test_elliptical_batch_scope_compares_across_prompts():
+    from openrlhf_novelty.reward import NoveltyReward
+
+    class Fixed:  # embeddings by text: the two prompts' answers repeat each other across groups
+        dim = 3
+        table = {"alpha": [1.0, 0, 0], "beta": [0, 1.0, 0], "gamma": [0, 0, 1.0]}
+
+        def encode(self, texts):
+            return torch.tensor([self.table[t.split()[0]] for t in texts])
+
+    base = {"diversity": {"mode": "elliptical"}, "rnd": {"weight": 0}, "archive": {"weight": 0},
+            "quality": {"relevance_weight": 0, "degenerate_weight": 0, "shared_threshold": 2}}
+    texts = ["alpha one", "beta one", "alpha two", "gamma two"]
+    group = NoveltyReward(NoveltyConfig.from_dict(base), embedder=Fixed())
+    batch = NoveltyReward(NoveltyConfig.from_dict({**base, "diversity": {"mode": "elliptical",
+                                                                          "elliptical_scope": "batch"}}),
+                          embedder=Fixed())
+    g = group.score(["p", "p", "q", "q"], texts, 2).components["diversity"]
+    b = batch.score(["p", "p", "q", "q"], texts, 2).components["diversity"]
+    assert g == pytest.approx([1.0, 1.0, 1.0, 1.0], abs=1e-6)  # within each group all are orthogonal
+    # Across the batch "alpha" appears twice: each copy has one copy among the others.
+    assert b == pytest.approx([math.sqrt(0.01 / 1.01), 1.0, math.sqrt(0.01 / 1.01), 1.0], abs=1e-6)
+    with pytest.raises(Exception, match="elliptical_scope"):
+        NoveltyConfig.from_dict({"diversity": {"elliptical_scope": "batch"}, "stream": {"update_every": 8}})
+
+
+def test_elliptical_pays_a_paraphrase_its_angle():
+    """The README's warning, in numbers: a paraphrase at cosine 0.95 to three identical siblings."""
+    c = 0.95
+    para = [c, math.sqrt(1 - c * c), 0.0]
+    group = torch.tensor([[[1.0, 0, 0]] * 3 + [para]])
+    ell = group_diversity(group, "elliptical", lam=0.01)[0, 3].item()
+    mean = group_diversity(group, "mean")[0, 3].item()
+    part = group_diversity(group, "partition", threshold=0.85)[0, 3].item()
+    assert ell == pytest.approx(math.sqrt(1 - c * c + 0.01 * c * c / 3.01), abs=1e-6)  # ~0.31
+    assert mean == pytest.approx(0.05, abs=1e-6) and part == 0.0
