@@ -7,6 +7,7 @@ percentiles, for the hook setup (the server returns per-sample quality: format h
 
     python benchmarks/bench_server.py                   # 60 s per mode
     python benchmarks/bench_server.py --seconds 5       # quick look
+    python benchmarks/bench_server.py --device cuda     # the server's encoder and RND on a GPU
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main() -> int:
     ap.add_argument("--engines", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=32, help="requests in flight per engine")
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--device", default="cpu", help="the server's embed.device (cuda: the encoder and RND on a GPU)")
     args = ap.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {args.engines} engines x "
           f"{args.concurrency} in flight, {args.seconds:.0f} s per mode")
@@ -110,7 +112,7 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory() as folder:
         for name, settings in MODES.items():
-            proc, url = start_server(settings, folder)
+            proc, url = start_server({**settings, "embed": {"device": args.device}}, folder)
             try:
                 r = asyncio.run(load(url, args.engines, args.concurrency, args.seconds))
             finally:
