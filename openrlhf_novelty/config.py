@@ -162,10 +162,11 @@ class NoveltyConfig:
     judge_max_tokens: int = _f(200, "maximum tokens of a judge reply", 1, 100000)
     judge_concurrency: int = _f(64, "requests in flight at once per process", 1, 100000)
     judge_timeout: float = _f(30.0, "seconds per request (OpenRLHF allows 180 s per reward)", 0.1, 3600)
-    judge_deadline: float = _f(150.0, "seconds by which one call's judgments end, retries and queueing included "
-                               "(the endpoints and judge.samples of a sample are asked at once); what answered by "
-                               "then is averaged, a sample with no answer gets the fallback; keep it under "
-                               "OpenRLHF's 180 s per reward request", 0.1, 3600)
+    judge_deadline: float = _f(150.0, "seconds by which one call's endpoint judgments end, retries and queueing "
+                               "included (the endpoints and judge.samples of a sample are asked at once); what "
+                               "answered by then is averaged, a sample with no answer gets the fallback; keep it "
+                               "under OpenRLHF's 180 s per reward request (a local judge runs in-process, unbounded)",
+                               0.1, 3600)
     judge_retries: int = _f(3, "retries after the first try on 429 / 5xx / timeout / connection errors", 0, 100)
     judge_backoff: float = _f(0.5, "first retry delay in seconds; doubles each retry, with jitter", 0, 600)
     judge_fallback: Literal["neutral", "mask"] = _f(

@@ -179,21 +179,31 @@ class _LoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
+_ASYNCIO_TIMEOUT = hasattr(asyncio, "timeout")  # Python 3.11+
+
+
 def _deadline(seconds: float):
     """A hard per-request deadline as well as the client's timeout: a server dripping bytes keeps resetting a read
     timeout. asyncio.timeout (3.11+) costs no extra task per request, unlike wait_for."""
-    if hasattr(asyncio, "timeout"):
+    if _ASYNCIO_TIMEOUT:
         return asyncio.timeout(seconds)
     import contextlib
 
     @contextlib.asynccontextmanager
     async def fallback():  # Python 3.10: cancel the request from a timer
-        task = asyncio.current_task()
-        handle = asyncio.get_running_loop().call_later(seconds, task.cancel)
+        task, fired = asyncio.current_task(), []
+
+        def expire():
+            fired.append(True)
+            task.cancel()
+
+        handle = asyncio.get_running_loop().call_later(seconds, expire)
         try:
             yield
         except asyncio.CancelledError:
-            raise asyncio.TimeoutError() from None
+            if fired:  # our timer: a timeout, retried like any other
+                raise asyncio.TimeoutError() from None
+            raise  # someone else's cancellation (judge.deadline): it must end the request, not be retried
         finally:
             handle.cancel()
 
@@ -240,7 +250,7 @@ class Judge:
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
         self._clients: dict[str, object] = {}
-        self._inflight: dict[bytes, asyncio.Future] = {}
+        self._inflight: dict[bytes, tuple[asyncio.Future, float]] = {}  # key -> (judgment, its deadline)
         self._semaphore: asyncio.Semaphore | None = None
 
     # -- public, synchronous: safe from any number of threads
@@ -363,12 +373,15 @@ class Judge:
         if key in self._inflight:
             with self._lock:
                 self.stats.cache_hits += 1
+            shared, ends = self._inflight[key]
+            if ends <= deadline:  # it ends (with its own fallback) before ours: its answer is ours, to the bit
+                return await asyncio.shield(shared)
             try:
-                return await asyncio.wait_for(asyncio.shield(self._inflight[key]), self._left(deadline))
+                return await asyncio.wait_for(asyncio.shield(shared), self._left(deadline))
             except asyncio.TimeoutError:
                 return self._missed_deadline()
         future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[key] = (future, deadline)
         try:
             result = await self._judge_uncached(key, prompt, response, deadline)
             future.set_result(result)
@@ -386,6 +399,7 @@ class Judge:
     def _missed_deadline(self) -> tuple[float | None, bool]:
         with self._lock:
             self.stats.deadline_misses += 1
+            self.stats.judged += 1  # a failure of its own: failure_rate stays a share of samples
             self.stats.failures += 1
         return self._fallback(), True
 
@@ -408,16 +422,16 @@ class Judge:
                 self.stats.deadline_misses += 1
                 misses = self.stats.deadline_misses
             if misses <= 10 or misses % 1000 == 0:
-                logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%.0f s); "
-                           "scoring it on the %d that answered (%d such samples so far)", len(pending), len(tasks),
-                               self.config.judge_deadline, len(done), misses)
-        scores = [t.result() for t in done if t.exception() is None and t.result() is not None]
+                logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%g s); "
+                               "scoring it on the %d that answered (%d such samples so far)", len(pending),
+                               len(tasks), self.config.judge_deadline, len(done), misses)
+        scores = [t.result() for t in done if not t.cancelled() and t.exception() is None and t.result() is not None]
         if not scores:
             with self._lock:
                 self.stats.failures += 1
             return self._fallback(), True
         score = sum(scores) / len(scores)
-        if self.config.judge_cache_size:
+        if self.config.judge_cache_size and not pending:  # a partial average is not remembered: ask again next time
             with self._lock:
                 self._cache[key] = score
                 while len(self._cache) > self.config.judge_cache_size:

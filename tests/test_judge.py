@@ -329,9 +329,14 @@ def test_endpoints_and_samples_of_one_answer_are_asked_at_once():
     assert (a.max_inflight, b.max_inflight) == (3, 3)  # all six in flight together
 
 
-def test_the_deadline_bounds_a_call_and_keeps_what_answered():
+@pytest.mark.parametrize("py310", [False, True], ids=["asyncio.timeout", "python-3.10-timer"])
+def test_the_deadline_bounds_a_call_and_keeps_what_answered(py310, monkeypatch):
     import time
 
+    from openrlhf_novelty import judge as judge_module
+
+    if py310:  # the timer fallback: the deadline's cancellation must end a request, not be retried as a timeout
+        monkeypatch.setattr(judge_module, "_ASYNCIO_TIMEOUT", False)
     with FakeOpenAI() as fast, FakeOpenAI(latency=8.0) as slow:
         j = judge(f"{fast.url},{slow.url}", timeout=30.0, deadline=1.0)
         start = time.monotonic()
@@ -346,3 +351,13 @@ def test_the_deadline_bounds_a_call_and_keeps_what_answered():
         assert time.monotonic() - start < 5.0
         assert scores == [0.5] and failed == [True] and only_slow.stats.deadline_misses == 1
         assert only_slow.stats.failure_rate == 1.0
+
+
+def test_duplicates_in_one_call_share_one_partial_judgment_that_is_not_cached():
+    with FakeOpenAI() as fast, FakeOpenAI(latency=8.0) as slow:
+        j = judge(f"{fast.url},{slow.url}", timeout=30.0, deadline=1.0)
+        scores, failed = j.judge_many(["t", "t"], ["[[score-6]] dup", "[[score-6]] dup"])
+        assert scores == pytest.approx([0.6, 0.6]) and failed == [False, False]  # the same answer, to the bit
+        assert j.stats.deadline_misses == 1 and j.stats.failure_rate == 0.0
+        j.judge_many(["t"], ["[[score-6]] dup"])  # one endpoint of two answered: asked again, not served stale
+        assert fast.counts["score-6"] == 2
