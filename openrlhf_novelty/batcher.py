@@ -10,8 +10,9 @@ class Batcher:
 
     OpenRLHF sends one sample per request from hundreds of rollouts at once; encoding them one by one costs ~10x
     encoding them as a batch. The first caller to find no batch running becomes the leader: it takes everything
-    queued (its own item included), runs ``fn`` once on the list, hands each caller its result, and repeats while
-    more arrived meanwhile. ``fn`` maps a list of items to a list of results, one each, in order.
+    queued (its own item included), runs ``fn`` once on the list, hands each caller its result, and repeats until
+    its own item is done; a waiter whose item is still queued then leads. ``fn`` maps a list of items to a list of
+    results, one each, in order.
     """
 
     def __init__(self, fn, max_items: int = 256):
@@ -39,14 +40,20 @@ class Batcher:
                     results = self.fn([s[0] for s in batch])
                     for s, r in zip(batch, results):
                         s[1] = r
-                except Exception as e:  # every caller of this batch sees the error (each falls back on its own)
+                except BaseException as e:  # every caller of this batch sees the error (each falls back on its own)
                     for s in batch:
                         s[3] = e
-                with self._cond:
-                    for s in batch:
-                        s[2] = True
-                    self._cond.notify_all()
-                if slot[2] and not self._queue:
+                    if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit: this thread stops after it
+                        raise
+                finally:
+                    with self._cond:
+                        for s in batch:
+                            s[2] = True
+                        self._cond.notify_all()
+                # Our own result is in: hand over. Serving newcomers until the queue runs dry could keep one request
+                # thread here indefinitely under steady load (past the host's 180 s request limit); a queued waiter
+                # becomes the next leader (finally below).
+                if slot[2]:
                     break
         finally:
             with self._cond:

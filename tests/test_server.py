@@ -164,3 +164,36 @@ def test_concurrent_encodes_share_forward_passes_and_each_gets_its_own_vectors(e
         del model.encode
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
     assert sum(calls) == 48 and len(calls) < 24
+
+
+def test_batcher_leader_returns_once_its_own_item_is_done_under_steady_load():
+    """A leader that served newcomers until the queue ran dry could be held past OpenRLHF's request limit."""
+    import time
+
+    from openrlhf_novelty.batcher import Batcher
+
+    def slow(items):
+        time.sleep(0.05)
+        return items
+
+    batcher, stop, took = Batcher(slow), threading.Event(), []
+
+    def first():
+        t0 = time.monotonic()
+        batcher.submit("first")
+        took.append(time.monotonic() - t0)
+
+    def steady(i):
+        while not stop.is_set():
+            time.sleep(0.01 * i)  # staggered: some request always arrives while a batch runs
+            batcher.submit("more")
+
+    with ThreadPoolExecutor(8) as pool:
+        leader = pool.submit(first)  # alone: it leads
+        time.sleep(0.01)  # its batch is running; the load arrives behind it
+        for i in range(6):
+            pool.submit(steady, i)
+        time.sleep(1.0)
+        stop.set()
+        leader.result()
+    assert took and took[0] < 0.5  # its own batch (50 ms) and at most a few more, not the whole second of load
