@@ -28,12 +28,13 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     if eligible is None:
         eligible = torch.ones(g, n, dtype=torch.bool, device=emb.device)
     eligible = eligible.to(emb.device).bool()
+    if mode == "elliptical":  # no n x n masks here: the batch scope is one group of the whole rollout batch
+        count = eligible.sum(-1, keepdim=True) - eligible.long()
+        out = torch.stack([elliptical(e, ok, lam) for e, ok in zip(emb, eligible)])
+        return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
     count = sibling.sum(-1)
-    if mode == "elliptical":
-        out = torch.stack([elliptical(e, ok, lam) for e, ok in zip(emb, eligible)])
-        return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
     sims = emb @ emb.transpose(1, 2)
     if mode == "partition":
         linked = (sims >= threshold) & eligible[:, :, None] & eligible[:, None, :]

@@ -47,7 +47,9 @@ def hook_threads(config: NoveltyConfig) -> int:
 def torch_threads(n: int):
     """torch's intra-op threads set to ``n`` inside, restored after. Ray starts an actor that declares no num_cpus
     (OpenRLHF's PPOTrainer) with OMP_NUM_THREADS=1; torch.set_num_threads overrides it for this process. While the
-    hook scores, generation is over and the trainers wait for this batch, so the node's cores are free."""
+    hook scores, generation is over and the trainers wait for this batch, so the node's cores are free. OpenMP keeps
+    the count per thread: it holds for work on this thread (the hook encodes on the calling thread: the embedder's
+    Batcher leader is the caller) and threads started later, not for a pool that already ran torch."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
