@@ -13,7 +13,7 @@ import torch
 from openrlhf_novelty.checks import relevance, shared_across_prompts
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import prompt_key
-from openrlhf_novelty.metrics import embedding_vendi, pass_at_k, prompt_metrics, summarize
+from openrlhf_novelty.metrics import CLUSTER_SWEEP, embedding_vendi, pass_at_k, prompt_metrics, summarize
 from openrlhf_novelty.text import clean_text, extract
 
 # What each reported metric means, for the Markdown report; higher is more diverse unless said otherwise.
@@ -24,7 +24,9 @@ DESCRIPTIONS = {
     "pairwise_distance": "mean cosine distance between sibling embeddings",
     "vendi_embedding": "effective number of distinct samples, embedding kernel (1..k)",
     "vendi_ngram": "effective number of distinct samples, bigram kernel (1..k)",
-    "semantic_clusters": "clusters of near-identical meaning among the k samples (1..k)",
+    "semantic_clusters": "NoveltyBench's distinct classes: clusters of near-identical meaning among the k samples "
+                         "(1..k), at --threshold",
+    **{f"semantic_clusters@{t:.2f}": f"the same at cosine {t:.2f} (the sweep)" for t in CLUSTER_SWEEP},
     "bank_novelty": "1 - similarity to the closest known answer",
     "format": "share of samples where extract.pattern matched",
     "soundness": "mean judge soundness (0..1)",

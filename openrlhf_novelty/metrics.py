@@ -93,6 +93,11 @@ def semantic_clusters(emb: torch.Tensor, threshold: float = 0.85) -> int:
     return len({tuple(row.tolist()) for row in linked})
 
 
+# Thresholds the evaluation sweeps the semantic-cluster count over: one fixed 0.85 saturates at k of k for a small
+# model's varied answers and at 1 for a collapsed large one; the curve tells the two regimes apart.
+CLUSTER_SWEEP = (0.6, 0.7, 0.8, 0.9, 0.95)
+
+
 def bank_novelty(emb: torch.Tensor, bank: torch.Tensor) -> float:
     """Mean over samples of 1 - similarity to the closest known answer."""
     return float(knn_distance(emb, bank, 1).mean()) if emb.shape[0] else 0.0
@@ -115,6 +120,7 @@ def prompt_metrics(texts: list[str], emb: torch.Tensor, threshold: float = 0.85,
         vendi_ngram=ngram_vendi(texts, 2),
         semantic_clusters=float(semantic_clusters(emb, threshold)),
     )
+    out.update({f"semantic_clusters@{t:.2f}": float(semantic_clusters(emb, t)) for t in CLUSTER_SWEEP})
     if bank is not None:
         out["bank_novelty"] = bank_novelty(emb, bank)
     return out

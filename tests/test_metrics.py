@@ -10,6 +10,7 @@ from openrlhf_novelty.metrics import (
     mean_pairwise_distance,
     ngram_vendi,
     pass_at_k,
+    prompt_metrics,
     self_bleu,
     semantic_clusters,
     summarize,
@@ -138,3 +139,14 @@ def test_eval_reports_collapse_drift_and_a_bought_judge(embedder, tmp_path):
     assert verdicts({"before": healthy}) == []
     report = open(write_report(runs, str(tmp_path))[1]).read().splitlines()
     assert report[2].startswith("**COLLAPSED: collapsed: 100% of answers")  # the first lines say it
+
+
+def test_cluster_count_is_swept_over_thresholds():
+    """Four answers 0, 30, 60, 90 degrees apart: cos 0.87 between neighbours, 0.5 two apart, 0 across."""
+    emb = torch.tensor([unit(0), unit(30), unit(60), unit(90)])
+    m = prompt_metrics(["a b c", "d e f", "g h i", "j k l"], emb, threshold=0.85)
+    sweep = {k: v for k, v in m.items() if k.startswith("semantic_clusters@")}
+    # Neighbours (cos 0.866) link at 0.6-0.8, chaining all four into one class; above 0.866 each is its own.
+    assert sweep == {"semantic_clusters@0.60": 1.0, "semantic_clusters@0.70": 1.0, "semantic_clusters@0.80": 1.0,
+                     "semantic_clusters@0.90": 4.0, "semantic_clusters@0.95": 4.0}
+    assert m["semantic_clusters"] == 1.0  # the report's own threshold, 0.85 < 0.866
