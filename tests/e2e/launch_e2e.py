@@ -46,7 +46,7 @@ STAND_INS = ["torch.cuda.set_device", "torch.cuda.current_device", "torch.cuda.s
 # Logged at every step by the hook: the quality side (from the reward file) and the novelty side.
 HOOK_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error", "rnd", "diversity", "archive",
              "novelty", "gate", "shared", "bonus", "rnd_loss", "rnd_seen", "archive_size", "step", "bonus_mean",
-             "failures"]
+             "failures", "hook_seconds"]
 STREAM_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error", "rnd", "diversity", "archive",
                "novelty", "gate", "shared"]  # the reward is the formula's own: no separate bonus
 TASK = 0.3  # tests/e2e/task_reward.py: no default config produces it
@@ -216,6 +216,9 @@ def test_hook_mode_trains_checkpoints_and_resumes(ready, tmp_path_factory):
     first = Launch(ready, "hook", save, max_samples=6, config=HERE / "hook.yaml", save_steps=3)
     assert "novelty by the experience-maker hook" in first.output and "(NoveltyPPOTrainer pid=" in first.output
     assert "novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON" in first.output  # in the vLLM engine
+    # Ray starts PPOTrainer on one thread; the hook scores on the process's cores (hook.threads 0; 2 on CI's machine).
+    threads = min(len(os.sched_getaffinity(0)), 16)
+    assert f"novelty hook: scoring on {threads} torch threads (hook.threads; this actor had 1)" in first.output
     missing = set(STAND_INS) - first.hits()
     assert not missing, f"stand-ins never reached (dead code, or the path changed): {sorted(missing)}"
     scalars, first_steps = first.scalars(), first.step_times()  # before the resume adds its own events
