@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import time
 from types import SimpleNamespace
 
@@ -93,7 +94,7 @@ class HookActor:
             texts.append(text)
         return samples, texts
 
-    def measure(self, size: int, tokens: int, threads: int) -> dict:
+    def measure(self, size: int, tokens: int, threads: int, repeats: int = 1) -> dict:
         from openrlhf_novelty.config import NoveltyConfig
         from openrlhf_novelty.hook import NoveltyHook, torch_threads
 
@@ -103,17 +104,21 @@ class HookActor:
         hook.model.archive.add(fill, torch.arange(hook.config.archive_size))  # the archive at its cap
         samples, texts = self.batch(size, tokens, seed=100 + size)
         decoded = hook.responses(samples)
-        with torch_threads(hook.threads):
-            hook.model.embedder.encode(decoded[:16])  # the thread pool started outside the timing
+        bares, totals = [], []
+        for _ in range(repeats):  # alternating, median of each: this machine's noise is of the order of the gap
+            with torch_threads(hook.threads):
+                hook.model.embedder.encode(decoded[:16])  # the thread pool started outside the timing
+                t0 = time.perf_counter()
+                hook.model.embedder.encode(hook.model.extract_texts(decoded)[0])  # not through the model's cache
+                bares.append(time.perf_counter() - t0)
+            hook.model._emb_cache.clear()  # each repeat encodes the batch afresh, as a new step would
             t0 = time.perf_counter()
-            hook.model.embedder.encode(hook.model.extract_texts(decoded)[0])  # the model's own cache not involved
-            bare = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        hook.apply(samples)
-        total = time.perf_counter() - t0
-        assert hook.failures == 0 and hook.model.step == 2, "the timed batch failed"
+            hook.apply(samples)
+            totals.append(time.perf_counter() - t0)
+        assert hook.failures == 0 and hook.model.step == 1 + repeats, "a timed batch failed"
+        bare, total = statistics.median(bares), statistics.median(totals)
         return {"size": size, "tokens": tokens, "threads": hook.threads, "bare_s": bare, "hook_s": total,
-                "logged_hook_s": hook.last_stats["novelty/hook_seconds"], "ratio": total / bare,
+                "repeats": repeats, "logged_hook_s": hook.last_stats["novelty/hook_seconds"], "ratio": total / bare,
                 "samples_per_s": size / total, "embedded_tokens": min(tokens, hook.model.embedder.model.max_seq_length)}
 
 
@@ -124,6 +129,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,0", help="hook.threads values; 0 = the default")
     ap.add_argument("--one-thread-up-to", type=int, default=1024,
                     help="sizes above this run with the default threads only (one thread is ~20 min at 4096)")
+    ap.add_argument("--repeats", type=int, default=1, help="timings per row (median)")
     ap.add_argument("--json", default="", help="also write the rows here")
     args = ap.parse_args()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
@@ -139,7 +145,7 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 if threads == 1 and size > args.one_thread_up_to:
                     continue
-                r = ray.get(actor.measure.remote(size, tokens, threads))
+                r = ray.get(actor.measure.remote(size, tokens, threads, args.repeats))
                 rows.append(r)
                 print(f"| {tokens} | {size} | {r['threads']} | {r['bare_s']:.1f} s | {r['hook_s']:.1f} s | "
                       f"{r['ratio']:.3f} | {r['samples_per_s']:.1f} |", flush=True)
