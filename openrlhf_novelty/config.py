@@ -232,6 +232,9 @@ class NoveltyConfig:
             raise ConfigError("config judge.model: required when judge.base_url is set")
         if self.reward_task_func and not os.path.isfile(self.reward_task_func):
             raise ConfigError(f"config reward.task_func: {self.reward_task_func} is not a file")
+        if self.diversity_elliptical_scope == "batch" and self.diversity_mode != "elliptical":
+            raise ConfigError(f"config diversity.elliptical_scope: batch applies to diversity.mode elliptical only; "
+                              f"diversity.mode is {self.diversity_mode!r}, which compares each prompt's group")
         if self.diversity_elliptical_scope == "batch" and self.stream_update_every > 0:
             raise ConfigError("config diversity.elliptical_scope: batch needs a whole rollout batch (the hook or TRL); "
                               "with stream.update_every > 0 samples are scored as they arrive: use group")

@@ -30,7 +30,7 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     eligible = eligible.to(emb.device).bool()
     if mode == "elliptical":  # no n x n masks here: the batch scope is one group of the whole rollout batch
         count = eligible.sum(-1, keepdim=True) - eligible.long()
-        out = torch.stack([elliptical(e, ok, lam) for e, ok in zip(emb, eligible)])
+        out = elliptical(emb, eligible, lam)
         return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
@@ -52,7 +52,8 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
 
 
 def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.Tensor:
-    """[n] elliptical bonus of each of ``emb`` [n, dim] (unit rows) against the eligible others, leave-one-out.
+    """[g, n] elliptical bonus of each of ``emb`` [g, n, dim] (unit rows) against the eligible others of its group,
+    leave-one-out.
 
     b_i = sqrt(lam * e_i' A_i^-1 e_i), A_i = lam I + sum over eligible j != i of e_j e_j'. It is 1 for an answer
     orthogonal to every sibling, sqrt(1 - c^2 / (1 + lam)) beside one sibling at cosine c, and sqrt(lam / (lam + m))
@@ -60,25 +61,28 @@ def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.T
     ideas earns little even when it is far from each one (what mean distance pays for). In float64: A is
     ill-conditioned by design (lam small).
 
-    A group (n <= 64) in the n x n dual, by Woodbury: lam e' A_i^-1 e = |e|^2 - s' (lam I + S S')^-1 s with S the
-    siblings and s = S e; non-siblings are masked out of the Gram matrix. A larger set (the batch scope) with one
-    d x d solve for all, each sample left out by Sherman-Morrison: e' A_i^-1 e = q / (1 - q), q = e' A^-1 e with A
-    over every eligible sample (q < 1 for those)."""
-    e = emb.double()
-    n, d = e.shape
+    Groups (n <= 64) in the n x n dual, all groups in one batched solve, by Woodbury: lam e' A_i^-1 e = |e|^2 -
+    s' (lam I + S S')^-1 s with S the siblings and s = S e; non-siblings are masked out of the Gram matrix. A larger
+    set (the batch scope) with one d x d solve for all, each sample left out by Sherman-Morrison: e' A_i^-1 e =
+    q / (1 - q), q = e' A^-1 e with A over every eligible sample (q < 1 for those)."""
+    e, ok = emb.double(), eligible.bool()
+    g, n, d = e.shape
     if n <= 64:
-        gram = e @ e.T
-        sib = eligible.bool()[None, :] & ~torch.eye(n, dtype=torch.bool, device=e.device)  # [i, j]
-        both = (sib[:, :, None] & sib[:, None, :]).double()  # [i, j, k]: j and k both siblings of i
-        k = lam * torch.eye(n, dtype=torch.float64, device=e.device) + gram[None] * both
-        s = gram * sib.double()  # [i, j]
+        gram = e @ e.transpose(1, 2)  # [g, n, n]
+        sib = ok[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=e.device)  # [g, i, j]
+        both = (sib[:, :, :, None] & sib[:, :, None, :]).double()  # [g, i, j, k]: j and k both siblings of i
+        k = lam * torch.eye(n, dtype=torch.float64, device=e.device) + gram[:, None] * both
+        s = gram * sib.double()  # [g, i, j]
         fit = (s * torch.linalg.solve(k, s.unsqueeze(-1)).squeeze(-1)).sum(-1)
-        return (gram.diagonal() - fit).clamp(0.0, 1.0).sqrt().to(emb.dtype)
-    kept = e[eligible.bool()]
-    a = lam * torch.eye(d, dtype=torch.float64, device=e.device) + kept.T @ kept
-    q = (e * torch.linalg.solve(a, e.T).T).sum(-1)
-    loo = torch.where(eligible.bool(), q / (1.0 - q).clamp(min=1e-12), q)
-    return (lam * loo).clamp(0.0, 1.0).sqrt().to(emb.dtype)
+        return (gram.diagonal(dim1=1, dim2=2) - fit).clamp(0.0, 1.0).sqrt().to(emb.dtype)
+    out = []
+    for x, keep in zip(e, ok):  # the batch scope: one group
+        kept = x[keep]
+        a = lam * torch.eye(d, dtype=torch.float64, device=e.device) + kept.T @ kept
+        q = (x * torch.linalg.solve(a, x.T).T).sum(-1)
+        loo = torch.where(keep, q / (1.0 - q).clamp(min=1e-12), q)
+        out.append((lam * loo).clamp(0.0, 1.0).sqrt())
+    return torch.stack(out).to(emb.dtype)
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

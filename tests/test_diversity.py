@@ -145,10 +145,10 @@ def test_elliptical_dual_and_primal_paths_agree_and_respect_eligibility():
     torch.manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(12, 5), dim=-1)
     ok = torch.tensor([True] * 9 + [False] * 3)
-    dual = elliptical(emb, ok, 0.05)  # n <= 64: the n x n dual
+    dual = elliptical(emb[None], ok[None], 0.05)[0]  # n <= 64: the n x n dual
     # The same 12 padded past 64 with non-eligible rows, which must change nothing: the d x d primal.
     padded = torch.cat([emb, torch.nn.functional.normalize(torch.randn(60, 5), dim=-1)])
-    primal = elliptical(padded, torch.cat([ok, torch.zeros(60, dtype=torch.bool)]), 0.05)[:12]
+    primal = elliptical(padded[None], torch.cat([ok, torch.zeros(60, dtype=torch.bool)])[None], 0.05)[0, :12]
     torch.testing.assert_close(dual, primal, atol=1e-5, rtol=0)
     # A direct inverse per sample, leave-one-out over eligible others.
     for i in range(12):
@@ -180,8 +180,12 @@ def test_elliptical_batch_scope_compares_across_prompts():
     assert g == pytest.approx([1.0, 1.0, 1.0, 1.0], abs=1e-6)  # within each group all are orthogonal
     # Across the batch "alpha" appears twice: each copy has one copy among the others.
     assert b == pytest.approx([math.sqrt(0.01 / 1.01), 1.0, math.sqrt(0.01 / 1.01), 1.0], abs=1e-6)
-    with pytest.raises(Exception, match="elliptical_scope"):
-        NoveltyConfig.from_dict({"diversity": {"elliptical_scope": "batch"}, "stream": {"update_every": 8}})
+    with pytest.raises(Exception, match="elliptical_scope: batch needs a whole rollout batch"):
+        NoveltyConfig.from_dict({"diversity": {"mode": "elliptical", "elliptical_scope": "batch"},
+                                 "stream": {"update_every": 8}})
+    # A scope the mode never reads is refused, not silently ignored.
+    with pytest.raises(Exception, match="applies to diversity.mode elliptical only"):
+        NoveltyConfig.from_dict({"diversity": {"mode": "mean", "elliptical_scope": "batch"}})
 
 
 def test_elliptical_pays_a_paraphrase_its_angle():
@@ -194,3 +198,14 @@ def test_elliptical_pays_a_paraphrase_its_angle():
     part = group_diversity(group, "partition", threshold=0.85)[0, 3].item()
     assert ell == pytest.approx(math.sqrt(1 - c * c + 0.01 * c * c / 3.01), abs=1e-6)  # ~0.31
     assert mean == pytest.approx(0.05, abs=1e-6) and part == 0.0
+
+
+def test_elliptical_groups_are_scored_independently_in_one_batched_solve():
+    from openrlhf_novelty.diversity import elliptical
+
+    torch.manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(5, 8, 16), dim=-1)
+    ok = torch.rand(5, 8) > 0.2
+    together = elliptical(emb, ok, 0.01)
+    alone = torch.cat([elliptical(emb[i:i + 1], ok[i:i + 1], 0.01) for i in range(5)])
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
