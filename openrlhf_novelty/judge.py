@@ -425,7 +425,11 @@ class Judge:
                 logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%g s); "
                                "scoring it on the %d that answered (%d such samples so far)", len(pending),
                                len(tasks), self.config.judge_deadline, len(done), misses)
-        scores = [t.result() for t in done if not t.cancelled() and t.exception() is None and t.result() is not None]
+        done = [t for t in done if not t.cancelled()]
+        bugs = [t.exception() for t in done if t.exception() is not None]  # _score_with_retries catches the rest
+        if bugs:
+            logger.error("judge: %d requests for a sample crashed: %r", len(bugs), bugs[0])
+        scores = [t.result() for t in done if t.exception() is None and t.result() is not None]
         if not scores:
             with self._lock:
                 self.stats.failures += 1
