@@ -186,8 +186,16 @@ class NoveltyConfig:
                                   "sees: the server sees every sample (K = rollout batch size x n), the reward file "
                                   "only its vLLM engine's share (K = rollout batch size x n / vllm.num_engines)",
                                   0, None)
-    stream_group_size: int = _f(8, "siblings remembered per prompt for the diversity term (GRPO's n)", 2, 4096)
-    stream_max_prompts: int = _f(10000, "prompts whose recent samples are remembered (least recently used dropped)",
+    stream_group_size: int = _f(8, "samples per prompt (GRPO's n, --rollout.n_samples_per_prompt): the group a "
+                                "sample waits for, or (group_timeout 0) the siblings remembered per prompt", 2, 4096)
+    stream_group_timeout: float = _f(
+        60.0, "seconds a sample's request waits for the rest of its prompt's group (same prompt and label), counted "
+        "from the group's first sample, so the group is scored together exactly as the hook scores it; a group not "
+        "full by then is scored with the siblings present (logged as novelty/group_complete 0); no request waits "
+        "past 170 s (OpenRLHF's 180 s limit). 0 = each sample is scored on arrival against the siblings seen so "
+        "far: the first gets diversity 0, and short answers finish first", 0, 170)
+    stream_max_prompts: int = _f(10000, "group_timeout 0: prompts whose recent samples are remembered (least recently "
+                                 "used dropped)",
                                  1, None)
 
     # --- hook: the experience-maker hook (python -m openrlhf_novelty.train_ppo_ray)

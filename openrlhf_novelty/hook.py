@@ -285,3 +285,25 @@ def novelty_trainer(base, config_dict: dict):
             super().save_best_checkpoint(eval_metrics, global_step, self._with_novelty(client_states))
 
     return NoveltyPPOTrainer
+
+
+def novelty_async_trainer(base, config_dict: dict):
+    """A subclass of OpenRLHF's PPOTrainerAsync (``PPOTrainerAsync.__ray_actor_class__``) whose training actor has
+    the hook. Async training (``--train.async_enable``) trains in a ``TrainingActor`` (a BasePPOTrainer, so the
+    same experience maker, train step and checkpoints as PPOTrainer) that PPOTrainerAsync starts from inside its own
+    Ray actor, looking the class up in ``ppo_trainer_async`` when it does. A patch in the driver never reaches that
+    process, so the swap happens here, in that actor, before OpenRLHF's own ``__init__`` runs."""
+    import ray
+
+    class NoveltyPPOTrainerAsync(base):
+        def __init__(self, *args, **kwargs):
+            from openrlhf.trainer import ppo_trainer_async
+
+            training = ppo_trainer_async.TrainingActor
+            if not getattr(training, "_novelty_hooked", False):
+                hooked = ray.remote(novelty_trainer(training.__ray_actor_class__, config_dict))
+                hooked._novelty_hooked = True
+                ppo_trainer_async.TrainingActor = hooked
+            super().__init__(*args, **kwargs)
+
+    return NoveltyPPOTrainerAsync

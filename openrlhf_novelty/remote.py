@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import threading
+import time
 
 import torch
 
@@ -65,7 +66,8 @@ def log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]:
     must log these too, or OpenRLHF's batch split fails on keys some samples lack."""
     keys = quality_log_keys(cfg, judge)
     if cfg.stream_update_every > 0:
-        keys[-2:-2] = [PREFIX + k for k in novelty_terms(cfg) + gate_log_keys(cfg)]
+        grouped = ["group_complete"] if cfg.stream_group_timeout > 0 else []
+        keys[-2:-2] = [PREFIX + k for k in novelty_terms(cfg) + gate_log_keys(cfg) + grouped]
     return keys
 
 
@@ -87,12 +89,13 @@ class RemoteReward:
 
     def __call__(self, queries: list[str], prompts: list[str], labels: list | None = None) -> dict:
         """OpenRLHF's contract: lists in, ``{"rewards": [..], "scores": [..], "extra_logs": {k: [..]}}`` out."""
+        arrived = time.monotonic()  # a request waiting for its group stays inside OpenRLHF's request limit
         n = len(queries)
         labels = list(labels) if labels is not None else [""] * n
         try:
             if len(prompts) != n or len(labels) != n:
                 raise ValueError(f"got {n} queries, {len(prompts)} prompts and {len(labels)} labels")
-            result = self._score(list(queries), list(prompts), labels)
+            result = self._score(list(queries), list(prompts), labels, arrived)
         except Exception as e:  # the reward must never take a training step down
             with self._lock:
                 self.errors += 1
@@ -107,7 +110,7 @@ class RemoteReward:
             self.calls += n
         return result
 
-    def _score(self, queries: list[str], prompts: list[str], labels: list) -> dict:
+    def _score(self, queries: list[str], prompts: list[str], labels: list, arrived: float) -> dict:
         cfg = self.config
         responses = [response_from_query(q, p) for q, p in zip(queries, prompts)]
         task = as_floats(self.task_func(queries, prompts, labels), len(queries)) if self.task_func else None
@@ -117,7 +120,7 @@ class RemoteReward:
         comps = {"quality": q, **parts}
         rewards = [cfg.reward_quality_weight * v for v in q]
         if self.streaming:
-            rewards, novelty = self.stream(prompts, responses, quality)
+            rewards, novelty = self.stream(prompts, responses, quality, labels, arrived)
             comps.update(novelty)
         comps["masked"] = [float(m) for m in masked]
         comps["error"] = [0.0] * len(queries)
@@ -140,4 +143,7 @@ class RemoteReward:
         out = {"calls": float(self.calls), "errors": float(self.errors), "step": float(self.model.step)}
         if self.model.judge is not None:
             out["judge_failure_rate"] = self.model.judge.stats.failure_rate
+        if self.stream is not None and self.config.stream_group_timeout > 0:
+            out["groups_complete"] = float(self.stream.groups_complete)
+            out["groups_timed_out"] = float(self.stream.groups_timed_out)
         return out

@@ -8,10 +8,12 @@ named by ``OPENRLHF_NOVELTY_CONFIG``, else the defaults, and it logs which. Noth
 model is built on the first call. ``reward_func`` never raises.
 """
 
+import asyncio
 import json
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.remote import RemoteReward, log_keys
@@ -22,6 +24,14 @@ _remote = None
 _fallback_keys: list[str] | None = None  # what a reward file that cannot start logs, found once
 _lock = threading.Lock()
 _logger = logging.getLogger("openrlhf_novelty.reward_file")
+# Group completion (stream.group_timeout > 0) holds a thread per sample waiting for its siblings. OpenRLHF calls
+# reward_func through asyncio.to_thread, whose default pool has min(32, cores + 4) threads per vLLM engine: a few
+# dozen waiting samples of unfinished groups would take them all, and their siblings, queued behind them, would only
+# get in when the waits time out. So the pool is widened to this many threads (started only when needed).
+REWARD_THREADS = 4096
+_POOL_PREFIX = "novelty-reward"
+_widened: tuple[int, int] | None = None  # (threads before, after), when this import widened the engine's pool
+_pool_checked = False
 
 
 def show_info_logs() -> None:
@@ -36,8 +46,8 @@ def show_info_logs() -> None:
         package.addHandler(handler)
 
 
-def config_from_env() -> NoveltyConfig:
-    """The config this process was given (JSON, then a file, then the defaults), saying which."""
+def config_from_env(quiet: bool = False) -> NoveltyConfig:
+    """The config this process was given (JSON, then a file, then the defaults), saying which (unless ``quiet``)."""
     text, path = os.environ.get(CONFIG_JSON_ENV), os.environ.get(CONFIG_ENV)
     if text:
         try:
@@ -48,11 +58,57 @@ def config_from_env() -> NoveltyConfig:
     elif path:
         config, source = NoveltyConfig.from_file(path), path
     else:
-        _logger.warning("novelty reward file: neither %s nor %s is set in this process (pid %d): running the "
-                        "default config", CONFIG_JSON_ENV, CONFIG_ENV, os.getpid())
+        if not quiet:
+            _logger.warning("novelty reward file: neither %s nor %s is set in this process (pid %d): running the "
+                            "default config", CONFIG_JSON_ENV, CONFIG_ENV, os.getpid())
         return NoveltyConfig()
-    _logger.info("novelty reward file: config from %s (pid %d)", source, os.getpid())
+    if not quiet:
+        _logger.info("novelty reward file: config from %s (pid %d)", source, os.getpid())
     return config
+
+
+def groups_complete_here(config: NoveltyConfig) -> bool:
+    return config.stream_update_every > 0 and config.stream_group_timeout > 0
+
+
+def widen_reward_threads() -> None:
+    """Run when OpenRLHF executes this file: inside the vLLM engine actor's async ``__init__``, on the event loop
+    whose default pool later runs every ``reward_func`` call. With group completion configured, give that loop a pool
+    of REWARD_THREADS (see there). Never raises: a file that cannot tell its config leaves the pool alone (the first
+    call reports the config error)."""
+    global _widened
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # not executed inside an event loop: nothing to widen (checked again at the first call)
+        return
+    try:
+        if not groups_complete_here(config_from_env(quiet=True)):
+            return
+        before = getattr(getattr(loop, "_default_executor", None), "_max_workers", min(32, (os.cpu_count() or 1) + 4))
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=REWARD_THREADS, thread_name_prefix=_POOL_PREFIX))
+        _widened = (before, REWARD_THREADS)
+    except Exception as e:  # said at the first call, where logging is visible
+        _widened = (-1, 0)
+        _logger.warning("novelty reward file: could not widen the engine's reward thread pool: %s", e)
+
+
+def _check_pool(config: NoveltyConfig) -> None:
+    """Once, on the first call: say whether the samples waiting for their groups have the threads they need."""
+    global _pool_checked
+    if _pool_checked or not groups_complete_here(config):
+        return
+    _pool_checked = True
+    on_ours = threading.current_thread().name.startswith(_POOL_PREFIX)
+    if _widened and _widened[1] and on_ours:
+        _logger.info("novelty reward file: group completion on; reward_func runs on this engine's widened pool "
+                     "(%d threads, was %d): a sample waiting for its siblings never holds theirs up", _widened[1],
+                     _widened[0])
+    else:
+        _logger.warning("novelty reward file: group completion (stream.group_timeout %.0f s) but reward_func runs "
+                        "on thread %r, not on a pool this file widened: if it is a small pool, samples waiting for "
+                        "their groups can hold every thread while their siblings queue, and groups then time out "
+                        "(novelty/group_complete < 1). Use the reward server (a thread per request) if they do",
+                        config.stream_group_timeout, threading.current_thread().name)
 
 
 def _get_remote():
@@ -62,6 +118,7 @@ def _get_remote():
             if _remote is None:
                 show_info_logs()
                 config = config_from_env()
+                _check_pool(config)
                 remote = RemoteReward(config)
                 if remote.model.judge is not None:
                     try:
@@ -96,3 +153,6 @@ def reward_func(queries, prompts, labels, **kwargs):
         return {"rewards": result["rewards"][0], "scores": result["scores"][0],
                 "extra_logs": {k: v[0] for k, v in result["extra_logs"].items()}}
     return result
+
+
+widen_reward_threads()  # at import: OpenRLHF executes this file on the engine's event loop

@@ -12,7 +12,9 @@ Three more seams, each in the driver only:
   job's runtime environment when OpenRLHF calls ``ray.init`` (so it reaches workers of a cluster started with
   ``ray start`` too, on any node; Ray merges it with a ``ray job submit --runtime-env-json``);
 - OpenRLHF's parsed arguments are checked (``hierarchize`` is imported when its ``__main__`` runs), so an
-  abbreviated flag cannot slip past: async training and a missing ``--reward.remote_url`` are refused.
+  abbreviated flag cannot slip past: a missing ``--reward.remote_url`` is refused.
+Async training (``--train.async_enable``) gets the hook too: ``PPOTrainerAsync`` is replaced the same way, and puts
+the hook into the ``TrainingActor`` it starts (see ``hook.novelty_async_trainer``).
 """
 
 from __future__ import annotations
@@ -61,10 +63,6 @@ def split_argv(argv: list[str]) -> tuple[str | None, list[str]]:
 def check_openrlhf_args(args, config: NoveltyConfig) -> None:
     """Refuse what the chosen mode cannot serve, on OpenRLHF's parsed (hierarchized) arguments."""
     hooked = config.stream_update_every == 0
-    if hooked and args.train.async_enable:
-        raise ConfigError("--train.async_enable is not supported by the novelty hook: async training builds its "
-                          "experience maker in another actor, so the hook would silently never run. Use the reward "
-                          "file or the server with stream.update_every > 0 instead (see the README).")
     if not (args.reward.remote_url or args.train.agent_func_path):
         raise ConfigError(f"the novelty {'hook' if hooked else 'reward'} needs --reward.remote_url (e.g. "
                           "\"$(openrlhf-novelty path)\"): with a reward model instead, "
@@ -83,6 +81,12 @@ def check_openrlhf_args(args, config: NoveltyConfig) -> None:
             print(f"openrlhf_novelty.train_ppo_ray: warning: stream.update_every is {config.stream_update_every}, "
                   f"one training step brings {per_step} samples to each reward process: RND then updates "
                   "out of step with training", file=sys.stderr)
+        eval_n = args.eval.n_samples_per_prompt
+        if config.stream_group_timeout > 0 and args.eval.dataset and eval_n != n:
+            print(f"openrlhf_novelty.train_ppo_ray: warning: evaluation samples go through the reward too, "
+                  f"{eval_n} per prompt (--eval.n_samples_per_prompt), while a group is stream.group_size = {n}: "
+                  f"every evaluation group waits stream.group_timeout ({config.stream_group_timeout:g} s) for "
+                  f"samples that never come. Set --eval.n_samples_per_prompt {n}", file=sys.stderr)
         if args.ckpt.load_enable:
             print("openrlhf_novelty.train_ppo_ray: warning: without the hook the novelty state (RND, archive) is not "
                   "in OpenRLHF's checkpoints: a resumed run starts it fresh in the reward file (the server keeps "
@@ -96,12 +100,16 @@ def install(config: NoveltyConfig) -> None:
     from openrlhf.trainer import ppo_trainer
     from openrlhf.utils import config as openrlhf_config
 
-    from openrlhf_novelty.hook import novelty_trainer
+    from openrlhf_novelty.hook import novelty_async_trainer, novelty_trainer
 
     hooked = config.stream_update_every == 0
     if hooked:
         base = ppo_trainer.PPOTrainer.__ray_actor_class__  # a @ray.remote class cannot be subclassed directly
         ppo_trainer.PPOTrainer = ray.remote(novelty_trainer(base, config.to_dict()))
+        from openrlhf.trainer import ppo_trainer_async  # train() imports PPOTrainerAsync from here at call time
+
+        base = ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__
+        ppo_trainer_async.PPOTrainerAsync = ray.remote(novelty_async_trainer(base, config.to_dict()))
 
     hierarchize = openrlhf_config.hierarchize
 
@@ -145,10 +153,16 @@ def main(argv: list[str] | None = None) -> int:
     elif config.stream_update_every > 0:
         print(f"openrlhf_novelty.train_ppo_ray: stream.update_every = {config.stream_update_every}: novelty comes "
               "from the reward file / server per sample, so OpenRLHF runs without the experience-maker hook (the "
-              "config is still shipped to every Ray worker). Set it to 0 for the hook.", file=sys.stderr)
+              "config is still shipped to every Ray worker). "
+              + (f"Each prompt's group is scored whole once all stream.group_size samples are in (waiting up to "
+                 f"stream.group_timeout = {config.stream_group_timeout:g} s), as the hook scores it. "
+                 if config.stream_group_timeout > 0 else
+                 "stream.group_timeout 0: each sample is scored on arrival against the siblings seen so far. ")
+              + "Set stream.update_every 0 for the hook.", file=sys.stderr)
     else:
         print("openrlhf_novelty.train_ppo_ray: novelty by the experience-maker hook (whole groups, RND updated once "
-              "per step, state in OpenRLHF's checkpoints)", file=sys.stderr)
+              "per step, state in OpenRLHF's checkpoints; with --train.async_enable in OpenRLHF's training actor, "
+              "scoring each batch as it is trained on)", file=sys.stderr)
     # This process and workers that inherit its environment (Ray started here) read the same config.
     os.environ[CONFIG_JSON_ENV] = json.dumps(config.to_dict())
     install(config)

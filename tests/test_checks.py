@@ -193,8 +193,8 @@ def test_streaming_reward_withholds_novelty_from_a_shared_answer_and_logs_the_ch
     # Without the hook the reward file / server pays novelty per sample: the same conditions apply there.
     from openrlhf_novelty.remote import RemoteReward, log_keys
 
-    cfg = NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "stream": {"update_every": 64},
-                                   "quality": {"relevance_min_prompts": 4}})
+    cfg = NoveltyConfig.from_dict({"rnd": {"weight": 0.0}, "stream": {"update_every": 64, "group_timeout": 0},
+                                   "quality": {"relevance_min_prompts": 4}})  # one sample per prompt: on arrival
     remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
     for p, answers in zip(PROMPTS[1:], ON_TOPIC[1:]):
         remote([p + answers[0]], [p], [""])

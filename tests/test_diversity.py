@@ -103,11 +103,16 @@ def test_partition_is_transitive_on_both_paths():
         def encode(self, texts):
             return torch.stack([self.vectors[t] for t in texts])
 
-    cfg = NoveltyConfig.from_dict({"diversity": {"mode": "partition"}, "rnd": {"weight": 0},
-                                   "archive": {"weight": 0}, "stream": {"update_every": 100, "group_size": 3}})
-    stream = StreamingNovelty(cfg, NoveltyReward(cfg, embedder=Fixed()))
-    got = [stream(["p"], [t], [1.0])[1]["diversity"][0] for t in ("HYP: a", "HYP: b", "HYP: c")]
-    assert got == [0.0, 0.0, 0.0]  # pairwise, c would have scored 0.5 against its siblings a and b
+    for timeout in (0, 30):  # on arrival, and the whole group at once (group completion)
+        cfg = NoveltyConfig.from_dict({"diversity": {"mode": "partition"}, "rnd": {"weight": 0},
+                                       "archive": {"weight": 0},
+                                       "stream": {"update_every": 100, "group_size": 3, "group_timeout": timeout}})
+        stream = StreamingNovelty(cfg, NoveltyReward(cfg, embedder=Fixed()))
+        if timeout:
+            got = stream(["p"] * 3, ["HYP: a", "HYP: b", "HYP: c"], [1.0] * 3)[1]["diversity"]
+        else:
+            got = [stream(["p"], [t], [1.0])[1]["diversity"][0] for t in ("HYP: a", "HYP: b", "HYP: c")]
+        assert got == [0.0, 0.0, 0.0]  # pairwise, c would have scored 0.5 against its siblings a and b
 
 
 def test_elliptical_bonus_literal_values():

@@ -59,9 +59,11 @@ def remotes(embedder, tmp_path_factory):
     task = folder / "task.py"
     task.write_text("def reward_func(queries, prompts, labels):\n    return labels\n")
     out = []
-    for stream in (0, 3):
+    # quality only; streaming on arrival; streaming with group completion (groups of 8 rarely fill here: 50 ms)
+    for stream, timeout in ((0, 0), (3, 0), (3, 0.05)):
         cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0},
-                                       "reward": {"task_func": str(task)}, "stream": {"update_every": stream}})
+                                       "reward": {"task_func": str(task)},
+                                       "stream": {"update_every": stream, "group_timeout": timeout}})
         out.append(RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder)))
     return out
 
@@ -91,10 +93,12 @@ def test_reward_func_contract_holds_for_one_sample_as_openrlhf_calls_it(remotes,
     assert sorted(out["extra_logs"]) == sorted(remotes[1].log_keys)
 
 
-def test_wrong_lengths_and_a_failing_embedder_give_zero_with_the_error_flag(remotes, monkeypatch):
-    remote = remotes[1]
+@pytest.mark.parametrize("which", [1, 2])  # on arrival; a group scored by another request's thread
+def test_wrong_lengths_and_a_failing_embedder_give_zero_with_the_error_flag(remotes, monkeypatch, which):
+    remote = remotes[which]
     check_result(remote(["a", "b"], ["p"], None), 2, remote.log_keys)  # prompts shorter than queries
     monkeypatch.setattr(remote.model.embedder, "encode", lambda texts: (_ for _ in ()).throw(RuntimeError("OOM")))
+    remote.model._emb_cache.clear()
     out = remote(["p HYP: x"], ["p "], [1.0])
     check_result(out, 1, remote.log_keys)
     assert out["rewards"] == [0.0] and out["extra_logs"][PREFIX + "error"] == [1.0]
@@ -376,6 +380,6 @@ def test_a_reward_file_that_cannot_start_logs_every_key_the_others_do(tmp_path, 
     out = module.reward_func(["p HYP: x"], ["p "], [""])
     from openrlhf_novelty.remote import log_keys
 
-    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 12
+    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 13  # group_complete too
     assert out["extra_logs"]["novelty/error"] == 1.0 and out["extra_logs"]["novelty/masked"] == 1.0
     assert out["rewards"] == 0.0

@@ -342,7 +342,7 @@ def test_reward_file_cadence_is_per_engine_share(tmp_path, monkeypatch):
     # With 2 engines and a rollout batch of 4 prompts x 4 samples, the documented K = 16 / 2 = 8 updates every
     # copy once per step; K = 16 (the batch) would update each copy only every second step.
     for k, updates_after_two_steps in ((8, [2, 2]), (16, [1, 1])):
-        cfg = {"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0}, "stream": {"update_every": k}}
+        cfg = {"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0}, "stream": {"update_every": k, "group_timeout": 0}}  # called one by one
         monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG_JSON", json.dumps(NoveltyConfig.from_dict(cfg).to_dict()))
         engines = [SingleTurnAgentExecutor(REWARD_FILE) for _ in range(2)]
         for _ in range(2):  # two rollout steps

@@ -13,7 +13,7 @@ install_stand_ins()
 
 import openrlhf.utils.config as openrlhf_config  # noqa: E402
 import ray  # noqa: E402
-from openrlhf.trainer import ppo_trainer  # noqa: E402
+from openrlhf.trainer import ppo_trainer, ppo_trainer_async  # noqa: E402
 
 from openrlhf_novelty import cli, train_ppo_ray  # noqa: E402
 from openrlhf_novelty.config import NoveltyConfig  # noqa: E402
@@ -34,6 +34,7 @@ CAPTURED: dict = {}
 def restore_what_the_wrapper_patches(monkeypatch):
     """The wrapper patches the driver's PPOTrainer, ray.init and OpenRLHF's hierarchize; undo it after each test."""
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(ppo_trainer_async, "PPOTrainerAsync", ppo_trainer_async.PPOTrainerAsync)
     monkeypatch.setattr(ray, "init", ray.init)
     monkeypatch.setattr(openrlhf_config, "hierarchize", openrlhf_config.hierarchize)
     monkeypatch.setattr(sys, "argv", list(sys.argv))
@@ -116,6 +117,47 @@ def test_a_streaming_config_must_match_the_group_size(tmp_path, capsys):
     assert "stream.group_size is 4 but --rollout.n_samples_per_prompt is 8" in capsys.readouterr().err
 
 
+def test_async_training_gets_the_hook_in_openrlhfs_training_actor(tmp_path, monkeypatch, capsys):
+    """ASYNC=1: --train.async_enable passes OpenRLHF's parser and start-up checks through our wrapper, and the class
+    train() will start for it is ours; inside that actor, OpenRLHF's TrainingActor is the hooked one when
+    OpenRLHF's own __init__ starts it."""
+    argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, ASYNC="1")
+    assert "--train.async_enable" in argv and "--vllm.enable_sleep" not in argv
+    args = run_wrapper(argv[2:], monkeypatch)
+    assert args.train.async_enable
+    assert "with --train.async_enable in OpenRLHF's training actor" in capsys.readouterr().err
+    outer = ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__
+    assert outer.__name__ == "NoveltyPPOTrainerAsync"
+
+    seen = []
+
+    class Base:  # stands for PPOTrainerAsync's own __init__, which starts TrainingActor.remote(...)
+        def __init__(self, *args, **kwargs):
+            seen.append(ppo_trainer_async.TrainingActor)
+
+    from openrlhf_novelty.hook import novelty_async_trainer
+
+    original = ppo_trainer_async.TrainingActor
+    monkeypatch.setattr(ppo_trainer_async, "TrainingActor", original)
+    novelty_async_trainer(Base, NoveltyConfig().to_dict())()
+    novelty_async_trainer(Base, NoveltyConfig().to_dict())()  # a second start does not wrap twice
+    hooked = seen[0].__ray_actor_class__
+    assert hooked.__name__ == "NoveltyPPOTrainer" and issubclass(hooked, original.__ray_actor_class__)
+    assert seen[1] is seen[0]
+
+
+def test_group_completion_warns_when_evaluation_groups_differ(tmp_path, monkeypatch, capsys):
+    config = tmp_path / "stream.yaml"
+    config.write_text("stream:\n  update_every: 256\n  group_size: 8\n")
+    argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, MODE="file",
+                               NOVELTY_CONFIG=str(config))
+    run_wrapper(argv[2:] + ["--eval.dataset", argv[argv.index("--data.prompt_dataset") + 1], "--eval.steps", "5"],
+                monkeypatch)
+    err = capsys.readouterr().err
+    assert "4 per prompt (--eval.n_samples_per_prompt), while a group is stream.group_size = 8" in err
+    assert "Each prompt's group is scored whole once all stream.group_size samples are in" in err
+
+
 def test_server_mode_uses_openrlhfs_own_launcher(tmp_path):
     argv = capture_script_argv(ROOT / "examples" / "scripts" / "grpo_smollm2.sh", tmp_path, MODE="server",
                                REWARD_URL="http://10.0.0.1:5000/reward")
@@ -139,10 +181,9 @@ def test_wrapper_help_shows_ours_then_openrlhfs(monkeypatch, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--train.async_enable", "--reward.remote_url", "r.py"], "--train.async_enable is not supported"),
-        # argparse takes unique prefixes: the refusal must hold on the parsed value, not on one spelling.
-        (["--train.async_en", "--reward.remote_url", "r.py"], "--train.async_enable is not supported"),
         (["--reward.model_name_or_path", "some/rm"], "the novelty hook needs --reward.remote_url"),
+        # argparse takes unique prefixes: the check holds on the parsed value, not on one spelling.
+        (["--train.async_en", "--reward.model_name_or_path", "some/rm"], "the novelty hook needs --reward.remote_url"),
         (["--novelty.lr", "1"], "unknown flag --novelty.lr"),
         (["--novelty.config"], "--novelty.config needs a file"),
     ],

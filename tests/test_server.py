@@ -60,10 +60,21 @@ def test_contract(server):
     assert all(isinstance(r, float) for r in out["rewards"])
     assert {"novelty/quality", "novelty/rnd", "novelty/diversity", "novelty/novelty"} <= set(out["extra_logs"])
     assert all(len(v) == 4 for v in out["extra_logs"].values())
-    assert out["extra_logs"]["novelty/diversity"][0] == 0.0  # the prompt's first sample has no sibling yet
-    assert min(out["extra_logs"]["novelty/diversity"][1:]) > 0.2  # later ones are compared with it
+    # A whole group in one request is one group: every sample, the first too, is compared with its 3 siblings.
+    assert min(out["extra_logs"]["novelty/diversity"]) > 0.2
+    assert out["extra_logs"]["novelty/group_complete"] == [1.0] * 4
     assert post(f"{server.url}/reward?token={TOKEN}", {"query": [], "prompts": [], "labels": []}) == (
         200, {"rewards": [], "scores": [], "extra_logs": {}})
+
+
+def test_on_arrival_scoring_without_group_completion(embedder):
+    """stream.group_timeout 0: each sample against the siblings seen so far (the first has none yet)."""
+    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}, "rnd": {"warmup_samples": 0},
+                                   "stream": {"update_every": 8, "group_size": 4, "group_timeout": 0}})
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    logs = remote(*request().values())["extra_logs"]
+    assert logs["novelty/diversity"][0] == 0.0 and min(logs["novelty/diversity"][1:]) > 0.2
+    assert "novelty/group_complete" not in logs
 
 
 def test_openrlhfs_own_http_client(server):

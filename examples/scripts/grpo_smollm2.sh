@@ -9,6 +9,8 @@
 # or point NOVELTY_CONFIG at a config without one (the e2e test uses tests/e2e/hook.yaml: a task reward instead).
 #   bash examples/scripts/grpo_smollm2.sh
 #   MODE=server REWARD_URL=http://127.0.0.1:5000/reward bash examples/scripts/grpo_smollm2.sh
+# ASYNC=1 trains with --train.async_enable (generation of the next batch overlaps training; any MODE): the hook runs
+# in OpenRLHF's async training actor. OpenRLHF refuses async with sleep modes, so they are dropped then.
 # CPU=1 swaps the GPU-only settings for their CPU stand-ins (the e2e test; it also needs tests/e2e's harness).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -43,9 +45,12 @@ RESOURCE_ARGS=(
 if [[ -n "${CPU:-}" ]]; then
   # vLLM-CPU: weights synced over gloo (no NCCL), no CUDA graphs, SDPA attention (no flash-attn); no sleep modes.
   DEVICE_ARGS=(--vllm.sync_backend gloo --vllm.enforce_eager --ds.attn_implementation sdpa)
+elif [[ -n "${ASYNC:-}" ]]; then
+  DEVICE_ARGS=(--train.colocate_all)  # async: no sleep modes (OpenRLHF refuses them together)
 else
   DEVICE_ARGS=(--train.colocate_all --vllm.enable_sleep --ds.enable_sleep)
 fi
+if [[ -n "${ASYNC:-}" ]]; then DEVICE_ARGS+=(--train.async_enable); fi
 MODEL_ARGS=(
   --actor.model_name_or_path "$POLICY"
   --ds.zero_stage 1 --ds.param_dtype bf16
