@@ -42,7 +42,9 @@ def main() -> int:
     from openrlhf_novelty.remote import RemoteReward
 
     settings = {"extract": {"pattern": r"HYP:\s*(.+)"},
-                "stream": {"update_every": 256, "group_size": 8, "max_prompts": 4096},
+                # On arrival (group_timeout 0): the per-prompt sibling memory is the structure that grows here;
+                # groups still filling are requests in flight, bounded by them.
+                "stream": {"update_every": 256, "group_size": 8, "max_prompts": 4096, "group_timeout": 0},
                 "archive": {"size": 10000}, "judge": {"cache_size": 5000}}
     fake = None
     if args.judge:

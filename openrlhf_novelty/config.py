@@ -28,8 +28,8 @@ DEFAULT_STRIP_TOKENS = [
 
 
 # Settings that name files; in a config file they are resolved against the file's folder.
-PATH_FIELDS = ("bank_path", "reward_task_func", "judge_rubric", "judge_local_path")
-_NOT_PATHS = ("soundness", "hypothesis", "smollm2")  # built-in names those settings also accept
+PATH_FIELDS = ("bank_path", "reward_task_func", "judge_rubric", "judge_partition_rubric", "judge_local_path")
+_NOT_PATHS = ("soundness", "hypothesis", "smollm2", "ideas")  # built-in names those settings also accept
 
 
 class ConfigError(ValueError):
@@ -76,10 +76,12 @@ class NoveltyConfig:
 
     # --- diversity: episodic novelty inside each prompt's group of samples
     diversity_weight: float = _f(1.0, "weight of the within-group diversity term", 0, None)
-    diversity_mode: Literal["mean", "min", "partition", "elliptical"] = _f(
+    diversity_mode: Literal["mean", "min", "partition", "elliptical", "judge"] = _f(
         "mean", "mean / min cosine distance to the siblings; partition: share of siblings outside the sample's "
         "cluster (DARLING-style); elliptical: how much of the answer lies outside the span of the others "
-        "(RepExp-style bonus sqrt(lam e'(lam I + sum e_j e_j')^-1 e), in [0, 1])")
+        "(RepExp-style bonus sqrt(lam e'(lam I + sum e_j e_j')^-1 e), in [0, 1]); judge: partition's rule on "
+        "classes the LLM judge draws (one request per group, judge.partition_rubric; the embedding partition where "
+        "it fails, counted as novelty/partition_failed)")
     diversity_threshold: float = _f(0.85, "partition mode: cosine similarity at or above which two samples "
                                     "are the same answer", -1, 1)
     diversity_elliptical_lambda: float = _f(0.01, "elliptical mode: ridge lam; an answer repeated m times among its "
@@ -157,6 +159,10 @@ class NoveltyConfig:
         "unparsable, no decoding, the way to get a usable signal from a small model")
     judge_rubric: str = _f("soundness", "soundness, hypothesis, or a path to a template with {prompt} and "
                            "{response}")
+    judge_partition_rubric: str = _f("ideas", "diversity.mode judge and eval: the template asking the judge to "
+                                     "sort one prompt's answers into classes of the same idea: ideas, or a path "
+                                     "to a template with {prompt} and {responses} (the numbered answers) that asks "
+                                     "for JSON {\"classes\": [one integer per answer]}")
     judge_temperature: float = _f(0.0, "sampling temperature of the judge", 0, 2)
     judge_samples: int = _f(1, "judgments averaged per sample", 1, 64)
     judge_max_tokens: int = _f(200, "maximum tokens of a judge reply", 1, 100000)
@@ -246,6 +252,12 @@ class NoveltyConfig:
         if self.diversity_elliptical_scope == "batch" and self.stream_update_every > 0:
             raise ConfigError("config diversity.elliptical_scope: batch needs a whole rollout batch (the hook or TRL); "
                               "with stream.update_every > 0 samples are scored as they arrive: use group")
+        if self.diversity_mode == "judge" and not self.judge_enabled:
+            raise ConfigError("config diversity.mode: judge needs a judge to draw the classes (judge.base_url or "
+                              "judge.local_path)")
+        if self.diversity_mode == "judge" and self.stream_update_every > 0 and self.stream_group_timeout == 0:
+            raise ConfigError("config diversity.mode: judge partitions whole groups; with stream.update_every > 0 "
+                              "it needs group completion (stream.group_timeout > 0)")
         if self.judge_base_url and self.judge_local_path:
             raise ConfigError("config judge: set judge.base_url or judge.local_path, not both")
 

@@ -12,7 +12,8 @@ import torch
 
 
 def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85,
-                    eligible: torch.Tensor | None = None, lam: float = 0.01) -> torch.Tensor:
+                    eligible: torch.Tensor | None = None, lam: float = 0.01,
+                    classes: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
 
     mean: mean distance to the siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
@@ -20,6 +21,8 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     (transitively), and diversity is the share of siblings outside the sample's cluster (DARLING's rule).
     elliptical: RepExp's bonus, sqrt(e_i' (lam I + sum_j e_j e_j')^-1 e_i) over the siblings j, times sqrt(lam) so
     it lies in [0, 1] (``elliptical``). A group of one is the whole batch for RepExp's batch scope.
+    judge: partition's rule on ``classes`` [groups, n] (an equivalence class label per sample, from the LLM judge:
+    ``Judge.partition_many``) instead of the embedding clusters.
     ``eligible`` [groups, n] (default all): only eligible samples count as siblings -- an empty or failed answer is
     not an idea, and counting its distance would pay the others for their siblings' failures. A sample with no
     eligible sibling scores 0. This is the one implementation: the hook, the streaming reward and TRL all call it.
@@ -36,9 +39,12 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
     count = sibling.sum(-1)
     sims = emb @ emb.transpose(1, 2)
-    if mode == "partition":
-        linked = (sims >= threshold) & eligible[:, :, None] & eligible[:, None, :]
-        outside = sibling & ~same_cluster(torch.where(linked, 1.0, -1.0), 0.0)
+    if mode in ("partition", "judge"):
+        if mode == "partition":
+            classes = embedding_classes(emb, threshold, eligible)
+        elif classes is None:
+            raise ValueError("diversity mode judge needs the judge's classes")
+        outside = sibling & (classes[:, :, None] != classes[:, None, :]).to(emb.device)
         out = outside.sum(-1).float() / count.clamp(min=1)
     elif mode in ("mean", "min"):
         dist = (1.0 - sims).clamp(0.0, 1.0)
@@ -47,7 +53,7 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
         else:
             out = dist.masked_fill(~sibling, 0.0).sum(-1) / count.clamp(min=1)
     else:
-        raise ValueError(f"diversity mode must be mean, min, partition or elliptical, got {mode!r}")
+        raise ValueError(f"diversity mode must be mean, min, partition, elliptical or judge, got {mode!r}")
     return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
 
 
@@ -83,6 +89,16 @@ def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.T
         loo = torch.where(keep, q / (1.0 - q).clamp(min=1e-12), q)
         out.append((lam * loo).clamp(0.0, 1.0).sqrt())
     return torch.stack(out).to(emb.dtype)
+
+
+def embedding_classes(emb: torch.Tensor, threshold: float, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """[g, n] class labels (the first member's index) of ``emb`` [g, n, dim]: samples linked by a chain of pairs at
+    cosine >= threshold share a class; an ineligible sample is a class of its own."""
+    g, n, _ = emb.shape
+    linked = (emb @ emb.transpose(1, 2)) >= threshold
+    if eligible is not None:
+        linked = linked & eligible[:, :, None] & eligible[:, None, :]
+    return same_cluster(torch.where(linked, 1.0, -1.0), 0.0).float().argmax(-1)
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -65,8 +65,10 @@ class NoveltyHook:
         if config.stream_update_every > 0:
             raise ConfigError("config stream.update_every: must be 0 with the experience-maker hook (the reward file "
                               "would add novelty a second time)")
-        # The hook never asks the judge: quality arrives in `scores` from the reward file.
-        self.config = config.replace(judge_base_url="", judge_local_path="")
+        # The hook never asks the judge for soundness: quality arrives in `scores` from the reward file. It asks it
+        # only to sort each group into classes (diversity.mode judge).
+        self.config = config if config.diversity_mode == "judge" else config.replace(judge_base_url="",
+                                                                                        judge_local_path="")
         self.model = model or NoveltyReward(self.config)
         self.tokenizer, self.n = tokenizer, n_samples_per_prompt
         # What our reward file / server, running this same config, puts in every sample's info.

@@ -48,17 +48,31 @@ RUBRICS = {
 }
 
 
-def load_rubric(name_or_path: str) -> str:
-    if name_or_path in RUBRICS:
-        return RUBRICS[name_or_path]
+# DARLING's "same meaning?" classes, asked of the judge for a whole group at once (one request, not n^2 pairs).
+PARTITION_RUBRICS = {
+    "ideas": (
+        "You sort answers to the same TASK into classes by the idea each one expresses. Two answers are in the same "
+        "class when they make essentially the same point or propose the same thing, however differently they are "
+        "worded, long or styled; they are in different classes when their core ideas differ.\n\n"
+        "TASK:\n{prompt}\n\nANSWERS (each a quoted string):\n{responses}\n\n"
+        'Answer with JSON only: {"classes": [<class of answer 1>, <class of answer 2>, ...]}, one integer per '
+        "answer, in order; answers with the same idea get the same integer."
+    ),
+}
+
+
+def load_rubric(name_or_path: str, setting: str = "judge.rubric", builtin: dict[str, str] = RUBRICS,
+                placeholder: str = "{response}") -> str:
+    if name_or_path in builtin:
+        return builtin[name_or_path]
     try:
         with open(name_or_path, encoding="utf-8") as fh:
             template = fh.read()
     except OSError as e:
-        raise ConfigError(f"config judge.rubric: '{name_or_path}' is neither a built-in rubric "
-                          f"({', '.join(RUBRICS)}) nor a readable file ({e.strerror})") from None
-    if "{response}" not in template:
-        raise ConfigError(f"config judge.rubric: {name_or_path} has no {{response}} placeholder")
+        raise ConfigError(f"config {setting}: '{name_or_path}' is neither a built-in template "
+                          f"({', '.join(builtin)}) nor a readable file ({e.strerror})") from None
+    if placeholder not in template:
+        raise ConfigError(f"config {setting}: {name_or_path} has no {placeholder} placeholder")
     return template
 
 
@@ -117,6 +131,32 @@ def parse_score(text: str) -> float | None:
     return None
 
 
+def parse_classes(text: str, n: int) -> list[int] | None:
+    """A partition reply -> one class label per answer (0 = the first answer's class, numbered by first
+    appearance), or None unless it names exactly n classes (a wrong count is a failure, never a guess)."""
+    for block in re.findall(r"\{[^{}]*\}", text or ""):
+        try:
+            value = json.loads(block).get("classes")
+        except (ValueError, AttributeError):
+            continue
+        if (isinstance(value, list) and len(value) == n
+                and all(isinstance(v, (int, str)) and not isinstance(v, bool) for v in value)):
+            first: dict = {}
+            return [first.setdefault(str(v).strip(), len(first)) for v in value]
+    return None
+
+
+def combine_partitions(labelings: list[list[int]]) -> list[int]:
+    """Several judgments of one group (endpoints x judge.samples) as one partition: two answers share a class when
+    at least half of the judgments put them together, closed transitively."""
+    import torch
+
+    from openrlhf_novelty.diversity import same_cluster
+
+    together = sum((torch.tensor(lab)[:, None] == torch.tensor(lab)[None, :]).double() for lab in labelings)
+    return same_cluster(together / len(labelings), 0.5).double().argmax(-1).tolist()
+
+
 @dataclass
 class JudgeStats:
     judged: int = 0  # samples asked about (cache misses)
@@ -128,6 +168,8 @@ class JudgeStats:
     breaker_skips: int = 0
     breaker_opens: int = 0
     deadline_misses: int = 0  # samples with a request still unanswered at judge.deadline
+    partitions: int = 0  # groups asked to be sorted into classes (cache misses)
+    partition_failures: int = 0  # groups whose classes no judgment gave (the caller falls back)
 
     @property
     def failure_rate(self) -> float:
@@ -240,6 +282,8 @@ class Judge:
             raise ConfigError("config judge: set judge.base_url (an endpoint) or judge.local_path (a local model)")
         self.config = config
         self.template = load_rubric(config.judge_rubric)
+        self.partition_template = load_rubric(config.judge_partition_rubric, "judge.partition_rubric",
+                                              PARTITION_RUBRICS, "{responses}")
         self.view = blind_numbers if config.judge_blind_numbers else str
         self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
         self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
@@ -248,6 +292,7 @@ class Judge:
             else None
         self.stats = JudgeStats()
         self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._partition_cache: OrderedDict[bytes, list[int]] = OrderedDict()
         self._lock = threading.Lock()
         self._clients: dict[str, object] = {}
         self._inflight: dict[bytes, tuple[asyncio.Future, float]] = {}  # key -> (judgment, its deadline)
@@ -264,6 +309,74 @@ class Judge:
                 self.stats.failures += len(prompts)
                 self.stats.judged += len(prompts)
             return [self._fallback()] * len(prompts), [True] * len(prompts)
+
+    def partition_many(self, prompts: list[str], groups: list[list[str]]) -> list[list[int] | None]:
+        """For each group of answers to one prompt, a class label per answer (answers the judge finds to express
+        the same idea share one), or None where no judgment came back (the caller falls back and counts it). One
+        request per group and endpoint x judge.samples, all groups at once, bounded by judge.deadline."""
+        try:
+            return _LoopThread.get().run(self.apartition_many(prompts, groups))
+        except Exception:  # a bug of ours must not take the training step down
+            logger.exception("judge partition crashed; every group of this batch falls back")
+            with self._lock:
+                self.stats.partitions += len(groups)
+                self.stats.partition_failures += len(groups)
+            return [None] * len(groups)
+
+    async def apartition_many(self, prompts: list[str], groups: list[list[str]]) -> list[list[int] | None]:
+        deadline = asyncio.get_running_loop().time() + self.config.judge_deadline
+        return list(await asyncio.gather(*(self._partition_one(p, g, deadline) for p, g in zip(prompts, groups))))
+
+    async def _partition_one(self, prompt: str, answers: list[str], deadline: float) -> list[int] | None:
+        n = len(answers)
+        if n < 2:
+            return [0] * n
+        key = self._key(prompt, "\x00".join(answers))  # in order: the labels are positional
+        with self._lock:
+            if key in self._partition_cache:
+                self._partition_cache.move_to_end(key)
+                self.stats.cache_hits += 1
+                return list(self._partition_cache[key])
+            self.stats.partitions += 1
+        # Each answer as a quoted string (numbers blinded with judge.blind_numbers): an answer cannot add a line.
+        listed = "\n".join(f"{i + 1}. {json.dumps(a, ensure_ascii=False) if self.view is str else self.view(a)}"
+                           for i, a in enumerate(answers))
+        text = self.partition_template.replace("{prompt}", prompt).replace("{responses}", listed)
+        parse = lambda reply: parse_classes(reply, n)  # noqa: E731
+        pending: set = set()
+        if self.local is not None:  # in-process, like the local soundness judge: not bounded by the deadline
+            replies = await asyncio.to_thread(self.local.sample, [text], self.config.judge_samples,
+                                              self.config.judge_max_tokens, self.config.judge_temperature)
+            found = [parse(r) for r in replies[0]]
+            with self._lock:
+                self.stats.requests += self.config.judge_samples
+                self.stats.parse_failures += sum(f is None for f in found)
+            found = [f for f in found if f is not None]
+        else:
+            tasks = [asyncio.ensure_future(self._ask_with_retries(source, text, parse))
+                     for source in self.endpoints for _ in range(self.config.judge_samples)]
+            done, pending = await asyncio.wait(tasks, timeout=self._left(deadline))
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)  # let them release the semaphore
+            found = [t.result() for t in done
+                     if not t.cancelled() and t.exception() is None and t.result() is not None]
+        if not found:
+            with self._lock:
+                self.stats.partition_failures += 1
+                failures = self.stats.partition_failures
+            if failures <= 10 or failures % 1000 == 0:
+                logger.warning("judge: no usable partition of a group of %d answers (%d such groups so far); it "
+                               "falls back to the embedding partition", n, failures)
+            return None
+        labels = combine_partitions(found)
+        if self.config.judge_cache_size and not pending:  # a partial judgment is not remembered
+            with self._lock:
+                self._partition_cache[key] = labels
+                while len(self._partition_cache) > self.config.judge_cache_size:
+                    self._partition_cache.popitem(last=False)
+        return labels
 
     def health_check(self) -> None:
         """Ask every endpoint once, at start-up; raise a one-line error naming the endpoint that does not answer."""
@@ -411,7 +524,7 @@ class Judge:
         # Every endpoint and every judge.samples at once, not one after another: in sequence, the worst case
         # (each retrying to its timeout) multiplied past OpenRLHF's 180 s limit and the host dropped the request.
         # A local judge never comes here: ajudge_many batches it.
-        tasks = [asyncio.ensure_future(self._score_with_retries(source, text))
+        tasks = [asyncio.ensure_future(self._ask_with_retries(source, text, parse_score))
                  for source in self.endpoints for _ in range(self.config.judge_samples)]
         done, pending = await asyncio.wait(tasks, timeout=self._left(deadline))
         for task in pending:
@@ -442,7 +555,8 @@ class Judge:
                     self._cache.popitem(last=False)
         return score, False
 
-    async def _score_with_retries(self, source: str, text: str) -> float | None:
+    async def _ask_with_retries(self, source: str, text: str, parse):
+        """One judgment from ``source``: the reply read by ``parse`` (None when unreadable), retried on errors."""
         cfg = self.config
         breaker = self.breakers.get(source)
         for attempt in range(cfg.judge_retries + 1):
@@ -465,11 +579,11 @@ class Judge:
                 await asyncio.sleep(cfg.judge_backoff * (2**attempt) * random.uniform(0.5, 1.5))
                 continue
             self._record(source, ok=True)
-            score = parse_score(reply)
-            if score is None:
+            value = parse(reply)
+            if value is None:
                 with self._lock:
                     self.stats.parse_failures += 1
-            return score
+            return value
         return None
 
     def _record(self, source: str, ok: bool, error: BaseException | None = None) -> None:

@@ -18,7 +18,7 @@ import torch
 
 from openrlhf_novelty.checks import PromptMemory, nondegenerate, relevance, shared_across_prompts
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, prompt_key
+from openrlhf_novelty.diversity import Archive, embedding_classes, group_diversity, knn_distance, prompt_key
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
 from openrlhf_novelty.text import clean_text, extract
@@ -63,8 +63,10 @@ def quality_checks(cfg: NoveltyConfig) -> list[str]:
 
 
 def gate_log_keys(cfg: NoveltyConfig) -> list[str]:
-    """What every path that pays novelty logs besides the terms: the sum, the gate, and the shared-answer flag."""
-    return ["novelty", "gate"] + (["shared"] if cfg.quality_shared_threshold <= 1 else [])
+    """What every path that pays novelty logs besides the terms: the sum, the gate, the shared-answer flag, and
+    whether the judge's partition failed (diversity.mode judge)."""
+    return (["novelty", "gate"] + (["shared"] if cfg.quality_shared_threshold <= 1 else [])
+            + (["partition_failed"] if cfg.diversity_mode == "judge" and cfg.diversity_weight > 0 else []))
 
 
 def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -214,6 +216,9 @@ class NoveltyReward:
         judge_failed = None
         if soundness is None and quality is None and self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
+        judged_classes = None
+        if cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":  # before the lock: requests take seconds
+            judged_classes = self._ask_partition(prompts, texts, group_size)
 
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         with self._lock:
@@ -248,9 +253,17 @@ class NoveltyReward:
                 # RepExp's batch scope: one group of the whole batch (every prompt's samples are the others).
                 size = n_total if cfg.diversity_mode == "elliptical" and cfg.diversity_elliptical_scope == "batch" \
                     else group_size
+                classes = None
+                if judged_classes is not None:  # where the judge gave none, the embedding partition's classes
+                    fallback = embedding_classes(emb.view(-1, size, d), cfg.diversity_threshold,
+                                                 eligible.view(-1, size).to(emb.device)).cpu()
+                    failed = torch.tensor([c is None for c in judged_classes])
+                    classes = torch.stack([fallback[g] if c is None else torch.tensor(c)
+                                           for g, c in enumerate(judged_classes)])
+                    extra["partition_failed"] = failed.double().repeat_interleave(size)
                 terms["diversity"] = group_diversity(emb.view(-1, size, d), cfg.diversity_mode,
                                                      cfg.diversity_threshold, eligible.view(-1, size),
-                                                     cfg.diversity_elliptical_lambda).reshape(-1)
+                                                     cfg.diversity_elliptical_lambda, classes).reshape(-1)
             if self._archive is not None:
                 terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
             if self._bank_emb is not None:
@@ -298,6 +311,26 @@ class NoveltyReward:
             for i, s, f in zip(asked, got, bad):
                 scores[i], failed[i] = s, f
         return scores, failed
+
+    def _ask_partition(self, prompts: list[str], texts: list[str], size: int) -> list[list[int] | None]:
+        """The judge's classes for each group of ``size`` (a label per sample), None where it gave none. Empty texts
+        are not shown to it: each is a class of its own (and no sibling: it is not eligible)."""
+        asked, groups = [], []
+        for start in range(0, len(texts), size):
+            idx = [i for i in range(start, start + size) if texts[i]]
+            asked.append(idx)
+            groups.append([texts[i] for i in idx])
+        got = self.judge.partition_many([prompts[start] for start in range(0, len(texts), size)], groups)
+        out: list[list[int] | None] = []
+        for g, (idx, labels) in enumerate(zip(asked, got)):
+            if labels is None:
+                out.append(None)
+                continue
+            full = [size + j for j in range(size)]  # unshown (empty) answers: classes of their own
+            for i, label in zip(idx, labels):
+                full[i - g * size] = label
+            out.append(full)
+        return out
 
     def _quality(self, prompts, keys, texts, matched, task_rewards, soundness, emb=None):
         """Quality as ``reward_formula`` writes it: the weighted mean of the grades configured (format, soundness,

@@ -178,6 +178,8 @@ class StreamingNovelty:
                 terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in novelty_terms(cfg)}
                 out = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("reward", "novelty", "gate")}
                 shared = torch.tensor(c["shared"], dtype=torch.float64) if "shared" in c else None
+                if "partition_failed" in c:  # diversity.mode judge
+                    out["partition_failed"] = torch.tensor(c["partition_failed"], dtype=torch.float64)
             else:
                 terms, out, shared = self._against_siblings(scored, quality)
             for i, key in enumerate(keys):
@@ -186,7 +188,7 @@ class StreamingNovelty:
             while len(self._pending) >= cfg.stream_update_every:  # every K samples, however they were batched
                 self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
-        comps.update(novelty=out["novelty"].tolist(), gate=out["gate"].tolist())
+        comps.update({k: out[k].tolist() for k in ("novelty", "gate", "partition_failed") if k in out})
         if shared is not None:
             comps["shared"] = shared.tolist()
         return out["reward"].tolist(), comps

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 STATE_FILE = "novelty_state.pt"
 LOGGED = ("quality", "novelty", "gate", "rnd", "diversity", "archive", "bank", "format", "soundness", "task",
-          "relevance", "nondegenerate", "shared", "judge_failed")
+          "relevance", "nondegenerate", "shared", "judge_failed", "partition_failed")
 
 
 def as_text(x) -> str:

@@ -67,6 +67,12 @@ class FakeOpenAI:
                 text = {"prose": "I would rate this 8/10 because it is specific.", "garbage": "banana"}.get(
                     marker, json.dumps({"score": int(marker[6:]) if marker.startswith("score-") else 7,
                                         "reason": "fine"}))
+                if marker == "json" and "ANSWERS (each a quoted string):" in content:
+                    # A partition request: answers whose first word is the same express the same idea here.
+                    answers = [json.loads(a) for a in re.findall(r'^\d+\. (".*")$', content, re.M)]
+                    first: dict = {}
+                    text = json.dumps({"classes": [first.setdefault(a.split()[0].lower() if a.split() else "",
+                                                                    len(first) + 1) for a in answers]})
                 self.reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                                  "choices": [{"index": 0, "finish_reason": "stop",
                                               "message": {"role": "assistant", "content": text}}],

@@ -48,7 +48,7 @@ HOOK_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error",
              "novelty", "gate", "shared", "bonus", "rnd_loss", "rnd_seen", "archive_size", "step", "bonus_mean",
              "failures", "hook_seconds"]
 STREAM_KEYS = ["quality", "task", "relevance", "nondegenerate", "masked", "error", "rnd", "diversity", "archive",
-               "novelty", "gate", "shared"]  # the reward is the formula's own: no separate bonus
+               "novelty", "gate", "shared", "group_complete"]  # the reward is the formula's own: no separate bonus
 TASK = 0.3  # tests/e2e/task_reward.py: no default config produces it
 RECORD: dict = {}  # figures for BENCHMARKS.md, written to RESULTS/e2e.json at the end
 
@@ -106,8 +106,9 @@ class Launch:
     """One run of the recipe: its exit code, log, wall time, peak memory, and what it left on disk."""
 
     def __init__(self, cluster, mode: str, save_dir: Path, max_samples: int, config: Path, save_steps: int = 1000,
-                 reward_url: str | None = None):
+                 reward_url: str | None = None, asynchronous: bool = False):
         env = {**cluster["env"], **SIZES, "MODE": mode, "SAVE_DIR": str(save_dir), "MAX_SAMPLES": str(max_samples),
+               **({"ASYNC": "1"} if asynchronous else {}),
                "SAVE_STEPS": str(save_steps), "NOVELTY_CONFIG": str(config), "PYTHON": sys.executable,
                "POLICY": cluster["model"], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         if reward_url:
@@ -256,15 +257,32 @@ def test_hook_mode_trains_checkpoints_and_resumes(ready, tmp_path_factory):
                       "memory": first.memory, "resume_memory": second.memory}
 
 
-def test_reward_file_mode_streams_novelty_without_the_hook(ready, tmp_path_factory):
-    """Our launcher with stream.update_every > 0: no hook, novelty per sample in the reward file in the vLLM engine."""
+def test_hook_in_async_training(ready, tmp_path_factory):
+    """--train.async_enable with the hook: OpenRLHF's PPOTrainerAsync starts its TrainingActor with our hook inside."""
+    save = tmp_path_factory.mktemp("e2e") / "hook_async"
+    run = Launch(ready, "hook", save, max_samples=4, config=HERE / "hook.yaml", asynchronous=True)
+    assert "with --train.async_enable in OpenRLHF's training actor" in run.output
+    assert "(NoveltyPPOTrainer pid=" in run.output  # the training actor is the hooked subclass
+    scalars = run.scalars()
+    check_logged(scalars, HOOK_KEYS, [1, 2])
+    assert [scalars["train/novelty/rnd_seen"][s] for s in (1, 2)] == [4.0, 8.0]  # RND updated once per step
+    assert len(run.digests()) == 2
+    RECORD["hook_async"] = {"launch_s": run.wall_s, "step_total_s": run.step_times(), "memory": run.memory}
+
+
+def test_reward_file_mode_streams_novelty_without_the_hook_in_async_training(ready, tmp_path_factory):
+    """Our launcher with stream.update_every > 0 and --train.async_enable: no hook, novelty per sample in the reward
+    file in the vLLM engine, each prompt's group scored whole (group completion)."""
     save = tmp_path_factory.mktemp("e2e") / "file"
-    run = Launch(ready, "file", save, max_samples=6, config=HERE / "stream.yaml")
+    run = Launch(ready, "file", save, max_samples=6, config=HERE / "stream.yaml", asynchronous=True)
     assert "OpenRLHF runs without the experience-maker hook" in run.output
     assert "NoveltyPPOTrainer" not in run.output
     assert "novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON" in run.output
+    # The pool OpenRLHF calls reward_func from is the one the file widened when the engine executed it.
+    assert "reward_func runs on this engine's widened pool (4096 threads" in run.output
     scalars = run.scalars()
     check_logged(scalars, STREAM_KEYS, [1, 2, 3])
+    assert all(v == 1.0 for v in scalars["train/novelty/group_complete"].values())  # every group was whole
     assert "train/novelty/step" not in scalars  # the hook's own statistics: no hook ran
     assert scalars["train/novelty/rnd"][3] > 0  # RND updated in the engine every 4 samples, paying after warm-up
     assert len(run.digests()) == 3
@@ -298,6 +316,7 @@ def test_reward_server_mode(ready, tmp_path_factory):
     (RESULTS / "server.log").write_text(server_log)
     scalars = run.scalars()
     check_logged(scalars, STREAM_KEYS, [1, 2, 3])
+    assert all(v == 1.0 for v in scalars["train/novelty/group_complete"].values())  # every group was whole
     assert scalars["train/novelty/rnd"][3] > 0
     saved = load_state(state)  # written at shutdown: every sample of the run went through this one state
     assert saved["model"]["step"] == 3 and int(saved["model"]["rnd"]["obs_rms"]["count"]) == 12
