@@ -27,6 +27,9 @@ DESCRIPTIONS = {
     "semantic_clusters": "NoveltyBench's distinct classes: clusters of near-identical meaning among the k samples "
                          "(1..k), at --threshold",
     **{f"semantic_clusters@{t:.2f}": f"the same at cosine {t:.2f} (the sweep)" for t in CLUSTER_SWEEP},
+    "judge_classes": "NoveltyBench's distinct classes with the LLM judge as the equivalence backend: classes of the "
+                     "same idea among the k samples (1..k; judge.partition_rubric)",
+    "judge_partition_failed": "share of prompts whose samples the judge could not sort (no judge_classes there)",
     "bank_novelty": "1 - similarity to the closest known answer",
     "format": "share of samples where extract.pattern matched",
     "soundness": "mean judge soundness (0..1)",
@@ -84,6 +87,12 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
         sound, failed = soundness, [s is None for s in soundness]
     elif judge is not None:
         sound, failed = judge.judge_many(prompts, texts)
+    classes = None
+    if judge is not None:  # NoveltyBench's distinct classes, the judge deciding which samples are one idea
+        bounds = [0]
+        for rows in groups.values():
+            bounds.append(bounds[-1] + len(rows))
+        classes = judge.partition_many(list(groups), [texts[a:b] for a, b in zip(bounds, bounds[1:])])
     if verifier is not None:
         labels = [r.get("label", "") for rows in groups.values() for r in rows]
         from openrlhf_novelty.remote import as_floats
@@ -101,6 +110,11 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
             if ok:  # all judgments masked: soundness is unknown for this prompt, not 0
                 m["soundness"] = sum(ok) / len(ok)
             m["judge_failed"] = sum(failed[start:end]) / len(rows)
+        if classes is not None:
+            found = classes[len(per_prompt)]
+            m["judge_partition_failed"] = float(found is None)
+            if found is not None:
+                m["judge_classes"] = float(len(set(found)))
         if correct is not None:
             m["pass_at_k"] = pass_at_k(correct[start:end])
         m["relevance"] = float(rel[start:end].mean())

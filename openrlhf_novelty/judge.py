@@ -69,7 +69,7 @@ def load_rubric(name_or_path: str, setting: str = "judge.rubric", builtin: dict[
         with open(name_or_path, encoding="utf-8") as fh:
             template = fh.read()
     except OSError as e:
-        raise ConfigError(f"config {setting}: '{name_or_path}' is neither a built-in template "
+        raise ConfigError(f"config {setting}: '{name_or_path}' is neither a built-in rubric "
                           f"({', '.join(builtin)}) nor a readable file ({e.strerror})") from None
     if placeholder not in template:
         raise ConfigError(f"config {setting}: {name_or_path} has no {placeholder} placeholder")

@@ -112,6 +112,9 @@ class NumberBoughtJudge:
     def judge_many(self, prompts, texts):
         return [0.9 if t[:1].isdigit() else 0.4 for t in texts], [False] * len(texts)
 
+    def partition_many(self, prompts, groups):
+        return [None] * len(groups)  # it cannot sort answers into classes
+
 
 def test_eval_reports_collapse_drift_and_a_bought_judge(embedder, tmp_path):
     from openrlhf_novelty.config import NoveltyConfig
@@ -150,3 +153,23 @@ def test_cluster_count_is_swept_over_thresholds():
     assert sweep == {"semantic_clusters@0.60": 1.0, "semantic_clusters@0.70": 1.0, "semantic_clusters@0.80": 1.0,
                      "semantic_clusters@0.90": 4.0, "semantic_clusters@0.95": 4.0}
     assert m["semantic_clusters"] == 1.0  # the report's own threshold, 0.85 < 0.866
+
+
+def test_eval_counts_distinct_classes_with_the_judge_as_the_equivalence_backend(embedder):
+    """NoveltyBench's distinct@k, judge backend: the two cat answers are one idea to the judge, two to the embedding
+    partition."""
+    from collections import OrderedDict
+
+    from openrlhf_novelty.config import NoveltyConfig
+    from openrlhf_novelty.evaluate import DESCRIPTIONS, evaluate_run
+    from openrlhf_novelty.judge import Judge
+    from tests.fake_openai import FakeOpenAI
+    from tests.test_judge import CATS
+
+    with FakeOpenAI() as server:
+        cfg = NoveltyConfig.from_dict({"judge": {"base_url": server.url, "model": "judge", "retries": 0}})
+        prompt = "Which pet suits a flat?"
+        groups = OrderedDict([(prompt, [{"prompt": prompt, "response": c} for c in CATS])])
+        out = evaluate_run(groups, embedder, cfg, 0.85, judge=Judge(cfg), probe=0)["per_prompt"][0]
+    assert out["judge_classes"] == 3.0 and out["semantic_clusters"] == 4.0
+    assert out["judge_partition_failed"] == 0.0 and "judge_classes" in DESCRIPTIONS
