@@ -299,13 +299,30 @@ def novelty_async_trainer(base, config_dict: dict):
 
     class NoveltyPPOTrainerAsync(base):
         def __init__(self, *args, **kwargs):
+            self.hook_training_actor()
+            super().__init__(*args, **kwargs)
+            # The swap is invisible if it missed: OpenRLHF would train on quality alone under a launcher that said
+            # "novelty by the hook". Say so loudly instead.
+            started = getattr(getattr(self.trainer_actor, "_ray_actor_creation_function_descriptor", None),
+                              "class_name", "NoveltyPPOTrainer")
+            if started != "NoveltyPPOTrainer":
+                raise RuntimeError(f"openrlhf-novelty: async training started {started}, not the hooked training "
+                                   "actor: the novelty hook would never run")
+
+        @staticmethod
+        def hook_training_actor():
+            """Put the hooked TrainingActor where OpenRLHF's ``__init__`` looks it up. Ray pickles this class by
+            value, and OpenRLHF's ``__init__`` with it, whose globals are then a copy of the module's: setting the
+            module attribute alone misses it (the real launch showed it), so both scopes get the hooked class."""
             from openrlhf.trainer import ppo_trainer_async
 
-            training = ppo_trainer_async.TrainingActor
+            scopes = [base.__init__.__globals__, vars(ppo_trainer_async)]
+            training = scopes[0].get("TrainingActor", ppo_trainer_async.TrainingActor)
             if not getattr(training, "_novelty_hooked", False):
-                hooked = ray.remote(novelty_trainer(training.__ray_actor_class__, config_dict))
-                hooked._novelty_hooked = True
-                ppo_trainer_async.TrainingActor = hooked
-            super().__init__(*args, **kwargs)
+                training = ray.remote(novelty_trainer(training.__ray_actor_class__, config_dict))
+                training._novelty_hooked = True
+            for scope in scopes:
+                scope["TrainingActor"] = training
+            return training
 
     return NoveltyPPOTrainerAsync

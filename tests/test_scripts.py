@@ -129,21 +129,31 @@ def test_async_training_gets_the_hook_in_openrlhfs_training_actor(tmp_path, monk
     outer = ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__
     assert outer.__name__ == "NoveltyPPOTrainerAsync"
 
-    seen = []
+    # What the PPOTrainerAsync actor does, in a fresh process, with the class exactly as Ray ships it: pickled by
+    # value, so OpenRLHF's __init__ looks TrainingActor up in a copy of the module's globals (the first version set
+    # only the module attribute, and the real async launch trained without the hook).
+    import ray.cloudpickle
 
-    class Base:  # stands for PPOTrainerAsync's own __init__, which starts TrainingActor.remote(...)
-        def __init__(self, *args, **kwargs):
-            seen.append(ppo_trainer_async.TrainingActor)
-
-    from openrlhf_novelty.hook import novelty_async_trainer
-
-    original = ppo_trainer_async.TrainingActor
-    monkeypatch.setattr(ppo_trainer_async, "TrainingActor", original)
-    novelty_async_trainer(Base, NoveltyConfig().to_dict())()
-    novelty_async_trainer(Base, NoveltyConfig().to_dict())()  # a second start does not wrap twice
-    hooked = seen[0].__ray_actor_class__
-    assert hooked.__name__ == "NoveltyPPOTrainer" and issubclass(hooked, original.__ray_actor_class__)
-    assert seen[1] is seen[0]
+    shipped = tmp_path / "actor.pkl"
+    shipped.write_bytes(ray.cloudpickle.dumps(ppo_trainer_async.PPOTrainerAsync.__ray_metadata__.modified_class))
+    worker = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from tests.openrlhf_env import install_stand_ins
+install_stand_ins()
+import ray.cloudpickle
+cls = ray.cloudpickle.loads(open({str(shipped)!r}, "rb").read())
+base = next(c for c in cls.__mro__ if c.__name__ == "PPOTrainerAsync")
+original = base.__init__.__globals__["TrainingActor"]
+hooked = cls.hook_training_actor()
+assert cls.hook_training_actor() is hooked  # a second start does not wrap twice
+started = base.__init__.__globals__["TrainingActor"]  # what OpenRLHF's __init__ will start
+assert started is hooked and started.__ray_actor_class__.__name__ == "NoveltyPPOTrainer", started
+assert issubclass(started.__ray_actor_class__, original.__ray_actor_class__)
+print("hooked")
+"""
+    proc = subprocess.run([sys.executable, "-c", worker], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "hooked" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_group_completion_warns_when_evaluation_groups_differ(tmp_path, monkeypatch, capsys):
