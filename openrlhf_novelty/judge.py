@@ -310,12 +310,14 @@ class Judge:
                 self.stats.judged += len(prompts)
             return [self._fallback()] * len(prompts), [True] * len(prompts)
 
-    def partition_many(self, prompts: list[str], groups: list[list[str]]) -> list[list[int] | None]:
+    def partition_many(self, prompts: list[str], groups: list[list[str]],
+                       timeout: float | None = None) -> list[list[int] | None]:
         """For each group of answers to one prompt, a class label per answer (answers the judge finds to express
         the same idea share one), or None where no judgment came back (the caller falls back and counts it). One
-        request per group and endpoint x judge.samples, all groups at once, bounded by judge.deadline."""
+        request per group and endpoint x judge.samples, all groups at once, bounded by judge.deadline (or
+        ``timeout`` seconds, if sooner: what is left of a host's request limit)."""
         try:
-            return _LoopThread.get().run(self.apartition_many(prompts, groups))
+            return _LoopThread.get().run(self.apartition_many(prompts, groups, timeout))
         except Exception:  # a bug of ours must not take the training step down
             logger.exception("judge partition crashed; every group of this batch falls back")
             with self._lock:
@@ -323,8 +325,10 @@ class Judge:
                 self.stats.partition_failures += len(groups)
             return [None] * len(groups)
 
-    async def apartition_many(self, prompts: list[str], groups: list[list[str]]) -> list[list[int] | None]:
-        deadline = asyncio.get_running_loop().time() + self.config.judge_deadline
+    async def apartition_many(self, prompts: list[str], groups: list[list[str]],
+                              timeout: float | None = None) -> list[list[int] | None]:
+        seconds = self.config.judge_deadline if timeout is None else min(self.config.judge_deadline, timeout)
+        deadline = asyncio.get_running_loop().time() + seconds
         return list(await asyncio.gather(*(self._partition_one(p, g, deadline) for p, g in zip(prompts, groups))))
 
     async def _partition_one(self, prompt: str, answers: list[str], deadline: float) -> list[int] | None:

@@ -191,7 +191,8 @@ class NoveltyReward:
     def score(self, prompts: list[str], responses: list[str], group_size: int,
               task_rewards: list[float] | None = None, soundness: list[float | None] | None = None,
               quality: list[float | None] | None = None,
-              recent: tuple[torch.Tensor, torch.Tensor] | None = None) -> ScoredBatch:
+              recent: tuple[torch.Tensor, torch.Tensor] | None = None,
+              classes: list[list[int] | None] | None = None) -> ScoredBatch:
         """Score a rollout batch: ``group_size`` consecutive samples share a prompt (GRPO's n). State is unchanged.
 
         ``task_rewards``: the host's own reward per sample (e.g. correctness); non-finite values count as 0.
@@ -202,6 +203,7 @@ class NoveltyReward:
         None or non-finite = unknown (masked).
         ``recent``: (embeddings, prompt keys) of answers seen but not yet in the archive (the streaming reward's
         pending samples): an answer shared with one of those is shared too.
+        ``classes``: diversity.mode judge, the judge's classes per group already asked (``judge_classes``).
         """
         n_total = len(responses)
         if len(prompts) != n_total:
@@ -216,9 +218,9 @@ class NoveltyReward:
         judge_failed = None
         if soundness is None and quality is None and self.judge is not None:
             soundness, judge_failed = self._ask_judge(prompts, texts)
-        judged_classes = None
-        if cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":  # before the lock: requests take seconds
-            judged_classes = self._ask_partition(prompts, texts, group_size)
+        judged_classes = classes
+        if classes is None and cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":
+            judged_classes = self._ask_partition(prompts, texts, group_size)  # before the lock: it takes seconds
 
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         with self._lock:
@@ -312,15 +314,24 @@ class NoveltyReward:
                 scores[i], failed[i] = s, f
         return scores, failed
 
-    def _ask_partition(self, prompts: list[str], texts: list[str], size: int) -> list[list[int] | None]:
+    def judge_classes(self, prompts: list[str], responses: list[str], size: int,
+                      timeout: float | None = None) -> list[list[int] | None]:
+        """diversity.mode judge: the judge's classes for each group of ``size`` consecutive samples, to pass to
+        ``score`` (the streaming reward asks outside its lock, within what is left of the host's request limit)."""
+        return self._ask_partition(prompts, self.extract_texts(responses)[0], size, timeout)
+
+    def _ask_partition(self, prompts: list[str], texts: list[str], size: int,
+                       timeout: float | None = None) -> list[list[int] | None]:
         """The judge's classes for each group of ``size`` (a label per sample), None where it gave none. Empty texts
         are not shown to it: each is a class of its own (and no sibling: it is not eligible)."""
+        if timeout is not None and timeout <= 0:
+            return [None] * (len(texts) // size)
         asked, groups = [], []
         for start in range(0, len(texts), size):
             idx = [i for i in range(start, start + size) if texts[i]]
             asked.append(idx)
             groups.append([texts[i] for i in idx])
-        got = self.judge.partition_many([prompts[start] for start in range(0, len(texts), size)], groups)
+        got = self.judge.partition_many([prompts[start] for start in range(0, len(texts), size)], groups, timeout)
         out: list[list[int] | None] = []
         for g, (idx, labels) in enumerate(zip(asked, got)):
             if labels is None:

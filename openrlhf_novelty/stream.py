@@ -26,8 +26,10 @@ from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, novelty_terms, r
 logger = logging.getLogger(__name__)
 
 # OpenRLHF's HTTP client gives a reward request 180 s, then sends the same sample again (a duplicate sibling): no
-# request waits for its group past this many seconds after it arrived.
+# request waits for its group past this many seconds after it arrived, and the judge's partition (diversity.mode
+# judge) gets what is left of that, less SCORING_MARGIN for the scoring itself.
 REQUEST_BUDGET = 170.0
+SCORING_MARGIN = 5.0
 
 
 class _Group:
@@ -35,7 +37,9 @@ class _Group:
 
     def __init__(self, key: tuple[str, str], first: float):
         self.key, self.first = key, first
+        self.budget_end = float("inf")  # when the member that arrived first runs out of request time
         self.items: list[tuple[str, str, float | None]] = []  # (prompt, response, quality)
+        self.classes: list | None = None  # diversity.mode judge: the judge's classes, asked before scoring
         self.closed = False  # no more members; scored (or being scored) by the thread that closed it
         self.done = threading.Event()
         self.result: tuple[list[float], dict[str, list[float]]] | None = None
@@ -51,6 +55,9 @@ class StreamingNovelty:
         self._pending: list[tuple[torch.Tensor, int]] = []
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _Group] = {}  # group_timeout > 0: groups still filling
+        # Groups scored without some members, by when they started: a member arriving late joins no new group to
+        # wait a whole timeout again for siblings already scored (its own group is past its time).
+        self._timed_out: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._open_lock = threading.Lock()
         self.groups_complete = self.groups_timed_out = 0
         # OpenRLHF sends one sample per request from hundreds of rollouts at once: encode them together.
@@ -67,7 +74,7 @@ class StreamingNovelty:
 
     # -- group completion (stream.group_timeout > 0)
     def _grouped(self, prompts, responses, quality, labels, arrived: float):
-        n = self.config.stream_group_size
+        n, timeout = self.config.stream_group_size, self.config.stream_group_timeout
         slots: list[tuple[_Group, int]] = []
         full: list[_Group] = []
         with self._open_lock:
@@ -78,7 +85,9 @@ class StreamingNovelty:
                 key = (p, label if isinstance(label, str) else repr(label))
                 g = self._open.get(key)
                 if g is None:
-                    g = self._open[key] = _Group(key, now)
+                    late = self._timed_out.pop(key, None)
+                    g = self._open[key] = _Group(key, late if late is not None and now - late < 2 * timeout else now)
+                g.budget_end = min(g.budget_end, arrived + REQUEST_BUDGET)
                 slots.append((g, len(g.items)))
                 g.items.append((p, r, q))
                 if len(g.items) >= n:
@@ -94,6 +103,9 @@ class StreamingNovelty:
                 mine = not g.closed
                 if mine:
                     self._close(g)
+                    self._timed_out[g.key] = g.first
+                    while len(self._timed_out) > 4096:
+                        self._timed_out.popitem(last=False)
             if mine:
                 self._run(g)
             g.done.wait()  # another thread is scoring it (bounded: scoring never waits on anything)
@@ -114,6 +126,10 @@ class StreamingNovelty:
 
     def _run(self, g: _Group) -> None:
         try:
+            cfg = self.config
+            if cfg.diversity_mode == "judge" and cfg.diversity_weight > 0:  # here, in parallel, outside every lock
+                g.classes = self.model.judge_classes([it[0] for it in g.items], [it[1] for it in g.items],
+                                                     len(g.items), g.budget_end - time.monotonic() - SCORING_MARGIN)
             g.result = self._group_batcher.submit(g)
         except Exception as e:  # every member falls back on its own (RemoteReward logs and counts it)
             g.error = e
@@ -129,8 +145,9 @@ class StreamingNovelty:
             by_size.setdefault(len(g.items), []).append(i)
         for size, members in by_size.items():
             items = [it for i in members for it in groups[i].items]
+            classes = [c for i in members for c in groups[i].classes] if groups[members[0]].classes else None
             rewards, comps = self._score([it[0] for it in items], [it[1] for it in items], [it[2] for it in items],
-                                         group_size=size)
+                                         group_size=size, classes=classes)
             comps["group_complete"] = [float(size >= n)] * len(items)
             for j, i in enumerate(members):
                 part = slice(j * size, (j + 1) * size)
@@ -164,14 +181,16 @@ class StreamingNovelty:
             start = end
         return out
 
-    def _score(self, prompts: list[str], responses: list[str], quality: list[float | None], group_size: int = 0):
+    def _score(self, prompts: list[str], responses: list[str], quality: list[float | None], group_size: int = 0,
+               classes: list | None = None):
         """Score samples: whole groups of ``group_size`` consecutive ones (the hook's numbers), or (0) each one
-        against the recent siblings of its prompt."""
+        against the recent siblings of its prompt. ``classes``: the judge's, per group (diversity.mode judge)."""
         cfg = self.config
         with self._lock:
             recent = (torch.stack([e for e, _ in self._pending]),
                       torch.tensor([k for _, k in self._pending], dtype=torch.int64)) if self._pending else None
-            scored = self.model.score(prompts, responses, group_size or 1, quality=quality, recent=recent)
+            scored = self.model.score(prompts, responses, group_size or 1, quality=quality, recent=recent,
+                                      classes=classes)
             c = scored.components
             emb, keys = scored.embeddings.cpu(), scored.prompt_keys.tolist()
             if group_size:  # the group was scored whole, exactly as the hook scores it

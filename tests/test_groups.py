@@ -177,3 +177,41 @@ def test_reward_file_widens_the_engines_pool_so_waiting_samples_cannot_starve_th
     assert [o["extra_logs"]["novelty/group_complete"] for o in outs] == [1.0] * 20
     assert took < 15.0  # no group waited out its 20 s
     assert "reward_func runs on this engine's widened pool (4096 threads, was 4)" in caplog.text
+
+
+def test_a_sibling_arriving_after_its_group_timed_out_is_scored_at_once(embedder):
+    """It must not open a new group and wait a whole timeout again for siblings already scored."""
+    cfg = config(group_timeout=1.0)
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    call_concurrently(remote, [(PROMPTS[3], a, "") for a in ANSWERS[3][:2]])  # times out after 1 s
+    start = time.monotonic()
+    out = remote([PROMPTS[3] + ANSWERS[3][2]], [PROMPTS[3]], [""])
+    assert time.monotonic() - start < 0.5 and out["extra_logs"]["novelty/group_complete"] == [0.0]
+    assert remote.stream.groups_timed_out == 2
+    # The same prompt in a later step (long after) is a new group again.
+    remote.stream._timed_out[(PROMPTS[3], "")] -= 10.0
+    logs = call_concurrently(remote, [(PROMPTS[3], a, "") for a in ANSWERS[3]])
+    assert all(v["novelty/group_complete"] == 1.0 for v in logs.values())
+
+
+def test_the_judges_partition_gets_what_is_left_of_the_request_limit(embedder, monkeypatch, tmp_path):
+    """diversity.mode judge through the server path: a slow judge cannot push a request past OpenRLHF's limit."""
+    from tests.fake_openai import FakeOpenAI
+
+    monkeypatch.setattr(stream_module, "REQUEST_BUDGET", 1.5)  # stands for 170 s of OpenRLHF's 180
+    monkeypatch.setattr(stream_module, "SCORING_MARGIN", 0.5)
+    slow = tmp_path / "slow_partition.txt"  # soundness answers at once; the partition request takes 5 s
+    slow.write_text("[[slow]] Sort the answers to {prompt} into classes:\n{responses}\n")
+    with FakeOpenAI(slow_seconds=5.0) as judge:
+        cfg = NoveltyConfig.from_dict({"diversity": {"mode": "judge"}, "rnd": {"warmup_samples": 0},
+                                       "stream": {"update_every": 100, "group_size": 4},
+                                       "judge": {"base_url": judge.url, "model": "judge", "retries": 0,
+                                                 "timeout": 10, "partition_rubric": str(slow)}})
+        remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+        prompt = PROMPTS[0]
+        start = time.monotonic()
+        out = remote([prompt + a for a in ANSWERS[0]], [prompt] * 4, [""] * 4)
+        took = time.monotonic() - start
+    assert took < 4.0, took
+    assert out["extra_logs"]["novelty/partition_failed"] == [1.0] * 4  # the embedding partition stood in
+    assert out["extra_logs"]["novelty/group_complete"] == [1.0] * 4
