@@ -305,7 +305,7 @@ def novelty_async_trainer(base, config_dict: dict):
             # "novelty by the hook". Say so loudly instead.
             started = getattr(getattr(self.trainer_actor, "_ray_actor_creation_function_descriptor", None),
                               "class_name", "NoveltyPPOTrainer")
-            if started != "NoveltyPPOTrainer":
+            if started.rsplit(".", 1)[-1] != "NoveltyPPOTrainer":  # a qualname: novelty_trainer.<locals>.Novelty...
                 raise RuntimeError(f"openrlhf-novelty: async training started {started}, not the hooked training "
                                    "actor: the novelty hook would never run")
 
