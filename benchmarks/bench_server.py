@@ -126,7 +126,7 @@ async def steps(url: str, prompts: int, n: int, spread: float, count: int) -> di
         finish = [rng.uniform(0, spread) for _ in range(prompts * n)]  # when each sample's generation ends
         start = time.perf_counter()
 
-        async def one(i: int) -> float:
+        async def one(i: int, finish=finish, step=step, start=start) -> float:  # this step's
             await asyncio.sleep(finish[i])
             sent = time.perf_counter()
             try:

@@ -316,7 +316,10 @@ def novelty_async_trainer(base, config_dict: dict):
             module attribute alone misses it (the real launch showed it), so both scopes get the hooked class."""
             from openrlhf.trainer import ppo_trainer_async
 
-            scopes = [base.__init__.__globals__, vars(ppo_trainer_async)]
+            # OpenRLHF's own __init__ (base may already be a subclass, when the driver installed us twice).
+            owner = next(c for c in base.__mro__ if "__init__" in vars(c)
+                         and c.__init__.__globals__.get("__name__") == "openrlhf.trainer.ppo_trainer_async")
+            scopes = [owner.__init__.__globals__, vars(ppo_trainer_async)]
             training = scopes[0].get("TrainingActor", ppo_trainer_async.TrainingActor)
             if not getattr(training, "_novelty_hooked", False):
                 training = ray.remote(novelty_trainer(training.__ray_actor_class__, config_dict))

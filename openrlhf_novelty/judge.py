@@ -347,7 +347,7 @@ class Judge:
                            for i, a in enumerate(answers))
         text = self.partition_template.replace("{prompt}", prompt).replace("{responses}", listed)
         parse = lambda reply: parse_classes(reply, n)  # noqa: E731
-        pending: set = set()
+        missed = 0
         if self.local is not None:  # in-process, like the local soundness judge: not bounded by the deadline
             replies = await asyncio.to_thread(self.local.sample, [text], self.config.judge_samples,
                                               self.config.judge_max_tokens, self.config.judge_temperature)
@@ -357,15 +357,7 @@ class Judge:
                 self.stats.parse_failures += sum(f is None for f in found)
             found = [f for f in found if f is not None]
         else:
-            tasks = [asyncio.ensure_future(self._ask_with_retries(source, text, parse))
-                     for source in self.endpoints for _ in range(self.config.judge_samples)]
-            done, pending = await asyncio.wait(tasks, timeout=self._left(deadline))
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)  # let them release the semaphore
-            found = [t.result() for t in done
-                     if not t.cancelled() and t.exception() is None and t.result() is not None]
+            found, missed, _ = await self._ask_everyone(text, parse, deadline)
         if not found:
             with self._lock:
                 self.stats.partition_failures += 1
@@ -375,7 +367,7 @@ class Judge:
                                "falls back to the embedding partition", n, failures)
             return None
         labels = combine_partitions(found)
-        if self.config.judge_cache_size and not pending:  # a partial judgment is not remembered
+        if self.config.judge_cache_size and not missed:  # a partial judgment is not remembered
             with self._lock:
                 self._partition_cache[key] = labels
                 while len(self._partition_cache) > self.config.judge_cache_size:
@@ -525,39 +517,44 @@ class Judge:
         with self._lock:
             self.stats.judged += 1
         text = render(self.template, prompt, self.view(response))
-        # Every endpoint and every judge.samples at once, not one after another: in sequence, the worst case
-        # (each retrying to its timeout) multiplied past OpenRLHF's 180 s limit and the host dropped the request.
         # A local judge never comes here: ajudge_many batches it.
-        tasks = [asyncio.ensure_future(self._ask_with_retries(source, text, parse_score))
+        scores, missed, asked = await self._ask_everyone(text, parse_score, deadline)
+        if missed:
+            with self._lock:
+                self.stats.deadline_misses += 1
+                misses = self.stats.deadline_misses
+            if misses <= 10 or misses % 1000 == 0:
+                logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%g s); "
+                               "scoring it on the %d that answered (%d such samples so far)", missed, asked,
+                               self.config.judge_deadline, asked - missed, misses)
+        if not scores:
+            with self._lock:
+                self.stats.failures += 1
+            return self._fallback(), True
+        score = sum(scores) / len(scores)
+        if self.config.judge_cache_size and not missed:  # a partial average is not remembered: ask again next time
+            with self._lock:
+                self._cache[key] = score
+                while len(self._cache) > self.config.judge_cache_size:
+                    self._cache.popitem(last=False)
+        return score, False
+
+    async def _ask_everyone(self, text: str, parse, deadline: float) -> tuple[list, int, int]:
+        """Every endpoint x judge.samples at once, not one after another (in sequence the worst case, each retrying
+        to its timeout, multiplied past OpenRLHF's 180 s limit), until ``deadline``: (the readable answers, how
+        many requests were still unanswered then, how many were asked)."""
+        tasks = [asyncio.ensure_future(self._ask_with_retries(source, text, parse))
                  for source in self.endpoints for _ in range(self.config.judge_samples)]
         done, pending = await asyncio.wait(tasks, timeout=self._left(deadline))
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)  # let them release the semaphore
-            with self._lock:
-                self.stats.deadline_misses += 1
-                misses = self.stats.deadline_misses
-            if misses <= 10 or misses % 1000 == 0:
-                logger.warning("judge: %d of %d requests for a sample still unanswered at judge.deadline (%g s); "
-                               "scoring it on the %d that answered (%d such samples so far)", len(pending),
-                               len(tasks), self.config.judge_deadline, len(done), misses)
         done = [t for t in done if not t.cancelled()]
-        bugs = [t.exception() for t in done if t.exception() is not None]  # _score_with_retries catches the rest
+        bugs = [t.exception() for t in done if t.exception() is not None]  # _ask_with_retries catches the rest
         if bugs:
-            logger.error("judge: %d requests for a sample crashed: %r", len(bugs), bugs[0])
-        scores = [t.result() for t in done if t.exception() is None and t.result() is not None]
-        if not scores:
-            with self._lock:
-                self.stats.failures += 1
-            return self._fallback(), True
-        score = sum(scores) / len(scores)
-        if self.config.judge_cache_size and not pending:  # a partial average is not remembered: ask again next time
-            with self._lock:
-                self._cache[key] = score
-                while len(self._cache) > self.config.judge_cache_size:
-                    self._cache.popitem(last=False)
-        return score, False
+            logger.error("judge: %d requests crashed: %r", len(bugs), bugs[0])
+        return [t.result() for t in done if t.exception() is None and t.result() is not None], len(pending), len(tasks)
 
     async def _ask_with_retries(self, source: str, text: str, parse):
         """One judgment from ``source``: the reply read by ``parse`` (None when unreadable), retried on errors."""

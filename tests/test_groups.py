@@ -118,7 +118,8 @@ def test_a_prompt_twice_in_a_batch_is_two_groups_of_n_never_one_of_2n(embedder):
     remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
     remote.model.load_state_dict(trained_state(cfg, embedder))
     sizes, score = [], remote.stream._score
-    remote.stream._score = lambda *a, group_size=0: sizes.append(group_size) or score(*a, group_size=group_size)
+    remote.stream._score = lambda *a, group_size=0, **kw: sizes.append(group_size) or score(*a, group_size=group_size,
+                                                                                          **kw)
     prompt, answers = PROMPTS[0], ANSWERS[0] + ANSWERS[1]  # 8 answers to one prompt: two dataset rows
     # The same label too: grouped by arrival, the first 4 form one group, the next 4 another.
     logs = call_concurrently(remote, [(prompt, a, "") for a in random.Random(1).sample(answers, 8)])
@@ -162,6 +163,9 @@ def test_reward_file_widens_the_engines_pool_so_waiting_samples_cannot_starve_th
     """OpenRLHF calls reward_func through asyncio.to_thread: a pool of a few threads, each held by a sample waiting
     for its group, would leave the siblings queued behind them until the timeout."""
     monkeypatch.setenv("OPENRLHF_NOVELTY_CONFIG_JSON", json.dumps(config(group_timeout=20).to_dict()))
+    package = logging.getLogger("openrlhf_novelty")  # the reward file turns its INFO lines on; off again after
+    monkeypatch.setattr(package, "level", package.level)
+    monkeypatch.setattr(package, "handlers", list(package.handlers))
     # Round robin over the prompts: the first 4 samples to get a thread are 4 different prompts' first samples.
     jobs = [(p, answers[i]) for i in range(4) for p, answers in zip(PROMPTS, ANSWERS)]
 

@@ -17,7 +17,7 @@ from tests.ray_cluster import start_head, stop_head
 install_stand_ins()
 
 import ray  # noqa: E402
-from openrlhf.trainer import ppo_trainer  # noqa: E402
+from openrlhf.trainer import ppo_trainer, ppo_trainer_async  # noqa: E402
 from openrlhf.trainer.ppo_utils.experience_maker import RemoteExperienceMaker  # noqa: E402
 from openrlhf.utils.utils import get_strategy  # noqa: E402
 
@@ -62,6 +62,7 @@ def test_the_config_reaches_reward_files_in_a_cluster_started_with_ray_start(sta
     monkeypatch.setenv("NOVELTY_DRIVER_ONLY", "1")
     monkeypatch.setattr(ray, "init", ray.init)  # the wrapper patches it; undo after the test
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(ppo_trainer_async, "PPOTrainerAsync", ppo_trainer_async.PPOTrainerAsync)
     train_ppo_ray.install(config)
     # What OpenRLHF's train() does, connecting to the running cluster.
     ray.init(runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "true"}})
@@ -168,6 +169,7 @@ def test_the_hooked_trainer_runs_as_a_ray_actor_and_resumes_its_novelty_state(tm
             "--ckpt.path", str(ckpt), "--ckpt.save_steps", "2", "--ckpt.load_enable"]
     monkeypatch.setattr(ray, "init", ray.init)
     monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(ppo_trainer_async, "PPOTrainerAsync", ppo_trainer_async.PPOTrainerAsync)
     args = run_wrapper(argv, monkeypatch)  # OpenRLHF's real parser and checks; stops where train() starts Ray
     hooked = ppo_trainer.PPOTrainer  # the wrapper's @ray.remote NoveltyPPOTrainer, as train() would find it
     monkeypatch.undo()
