@@ -4,8 +4,9 @@ OpenRLHF executes this file in every vLLM engine (spec_from_file_location, not a
 imports) and calls ``reward_func([query], [prompt], [label])`` once per generated sample from a thread pool.
 The settings come from ``OPENRLHF_NOVELTY_CONFIG_JSON`` (the config itself, which ``openrlhf_novelty.train_ppo_ray``
 puts in the Ray job's runtime environment so every worker on every node has it), else from the YAML / JSON file
-named by ``OPENRLHF_NOVELTY_CONFIG``, else the defaults, and it logs which. Nothing is loaded at import time; the
-model is built on the first call. ``reward_func`` never raises.
+named by ``OPENRLHF_NOVELTY_CONFIG``, else the defaults, and it logs which. Nothing is loaded at import time (with
+group completion, importing only widens the engine's reward thread pool: ``widen_reward_threads``); the model is
+built on the first call. ``reward_func`` never raises.
 """
 
 import asyncio
