@@ -75,9 +75,17 @@ def test_two_runs_with_saved_state_equal_one_run(tmp_path):
     assert cli.main(["score", str(EXAMPLE), "--output", str(tmp_path / "whole.jsonl"), *common]) == 0
     assert cli.main(["score", str(tmp_path / "a.jsonl"), "--save-state", state, *common]) == 0
     assert cli.main(["score", str(tmp_path / "b.jsonl"), "--load-state", state, *common]) == 0
-    whole = (tmp_path / "whole.jsonl").read_text().splitlines()
-    halves = (tmp_path / "a.scored.jsonl").read_text().splitlines() + (tmp_path / "b.scored.jsonl").read_text().splitlines()
-    assert halves == whole
+    whole = [json.loads(line) for line in (tmp_path / "whole.jsonl").read_text().splitlines()]
+    halves = [json.loads(line) for part in ("a", "b")
+              for line in (tmp_path / f"{part}.scored.jsonl").read_text().splitlines()]
+    # Floats to 1e-6, not exactly: encoding 16 texts in one batch or 8 in two changes the last digits on some CPUs
+    # (0.9450358443850355 against 0.9450358092614427 was seen); a lost state moves rewards by far more than that.
+    assert len(halves) == len(whole) == 24
+    for got, want in zip(halves, whole):
+        assert {k: v for k, v in got.items() if k not in ("reward", "components")} == \
+            {k: v for k, v in want.items() if k not in ("reward", "components")}
+        assert got["reward"] == pytest.approx(want["reward"], abs=1e-6)
+        assert got["components"] == pytest.approx(want["components"], abs=1e-6)
 
 
 def test_config_command_prints_defaults_and_checks_files(tmp_path, capsys):
