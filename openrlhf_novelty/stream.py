@@ -41,6 +41,7 @@ class _Group:
         self.items: list[tuple[str, str, float | None]] = []  # (prompt, response, quality)
         self.classes: list | None = None  # diversity.mode judge: the judge's classes, asked before scoring
         self.closed = False  # no more members; scored (or being scored) by the thread that closed it
+        self.late = False  # stragglers of a group that timed out: scored at once
         self.done = threading.Event()
         self.result: tuple[list[float], dict[str, list[float]]] | None = None
         self.error: BaseException | None = None
@@ -55,9 +56,10 @@ class StreamingNovelty:
         self._pending: list[tuple[torch.Tensor, int]] = []
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _Group] = {}  # group_timeout > 0: groups still filling
-        # Groups scored without some members, by when they started: a member arriving late joins no new group to
-        # wait a whole timeout again for siblings already scored (its own group is past its time).
-        self._timed_out: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # Groups scored without some members: key -> [when they started, members still missing]. A member arriving
+        # late is scored at once (its siblings were scored already; waiting a whole timeout again would be for
+        # nothing), but only as many as were missing: the prompt's next group waits for its siblings as usual.
+        self._timed_out: OrderedDict[tuple[str, str], list] = OrderedDict()
         self._open_lock = threading.Lock()
         self.groups_complete = self.groups_timed_out = 0
         # OpenRLHF sends one sample per request from hundreds of rollouts at once: encode them together.
@@ -85,8 +87,9 @@ class StreamingNovelty:
                 key = (p, label if isinstance(label, str) else repr(label))
                 g = self._open.get(key)
                 if g is None:
-                    late = self._timed_out.pop(key, None)
-                    g = self._open[key] = _Group(key, late if late is not None and now - late < 2 * timeout else now)
+                    late = self._straggler(key, now, timeout)
+                    g = self._open[key] = _Group(key, now if late is None else late)
+                    g.late = late is not None
                 g.budget_end = min(g.budget_end, arrived + REQUEST_BUDGET)
                 slots.append((g, len(g.items)))
                 g.items.append((p, r, q))
@@ -103,7 +106,8 @@ class StreamingNovelty:
                 mine = not g.closed
                 if mine:
                     self._close(g)
-                    self._timed_out[g.key] = g.first
+                    if len(g.items) < n and not g.late:  # a straggler's own group is not waited for again
+                        self._timed_out[g.key] = [g.first, n - len(g.items)]
                     while len(self._timed_out) > 4096:
                         self._timed_out.popitem(last=False)
             if mine:
@@ -118,6 +122,20 @@ class StreamingNovelty:
             for k, v in c.items():
                 comps.setdefault(k, []).append(v[i])
         return rewards, comps
+
+    def _straggler(self, key: tuple[str, str], now: float, timeout: float) -> float | None:
+        """For a sample that starts a new group: the start of the timed-out group it belongs to (so it is scored at
+        once), or None when it starts a group of its own. Called under _open_lock."""
+        late = self._timed_out.get(key)
+        if late is None:
+            return None
+        if now - late[0] >= 2 * timeout or late[1] <= 0:
+            del self._timed_out[key]
+            return None
+        late[1] -= 1
+        if late[1] == 0:
+            del self._timed_out[key]
+        return late[0]
 
     def _close(self, g: _Group) -> None:
         g.closed = True

@@ -193,9 +193,23 @@ def test_a_sibling_arriving_after_its_group_timed_out_is_scored_at_once(embedder
     assert time.monotonic() - start < 0.5 and out["extra_logs"]["novelty/group_complete"] == [0.0]
     assert remote.stream.groups_timed_out == 2
     # The same prompt in a later step (long after) is a new group again.
-    remote.stream._timed_out[(PROMPTS[3], "")] -= 10.0
+    remote.stream._timed_out[(PROMPTS[3], "")][0] -= 10.0
     logs = call_concurrently(remote, [(PROMPTS[3], a, "") for a in ANSWERS[3]])
     assert all(v["novelty/group_complete"] == 1.0 for v in logs.values())
+
+
+def test_the_next_group_of_a_prompt_whose_group_timed_out_waits_for_its_siblings(embedder):
+    """Only the members a timed-out group was missing are stragglers: the prompt's next group, arriving at once
+    (within 2 x group_timeout), is a whole group again, not four groups of one with diversity 0."""
+    cfg = config(group_timeout=1.0)
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    call_concurrently(remote, [(PROMPTS[3], a, "") for a in ANSWERS[3][:3]])  # 3 of 4: times out after 1 s
+    out = remote([PROMPTS[3] + ANSWERS[3][3]], [PROMPTS[3]], [""])  # its straggler: at once, alone
+    assert out["extra_logs"]["novelty/group_complete"] == [0.0]
+    logs = call_concurrently(remote, [(PROMPTS[3], a, "") for a in ANSWERS[3]])  # the next step's group
+    assert all(v["novelty/group_complete"] == 1.0 for v in logs.values())
+    assert min(v["novelty/diversity"] for v in logs.values()) > 0
+    assert remote.stream.groups_complete == 1 and remote.stream.groups_timed_out == 2
 
 
 def test_the_judges_partition_gets_what_is_left_of_the_request_limit(embedder, monkeypatch, tmp_path):
