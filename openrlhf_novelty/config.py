@@ -180,6 +180,9 @@ class NoveltyConfig:
     judge_fallback_score: float = _f(0.5, "soundness given on failure with fallback neutral", 0, 1)
     judge_breaker_failures: int = _f(8, "consecutive failures that open the circuit breaker", 1, None)
     judge_breaker_cooldown: float = _f(30.0, "seconds an open breaker skips the endpoint", 0, None)
+    judge_max_chars: int = _f(6000, "characters of an answer the judge reads (its beginning and end kept); a "
+                              "partition request shares them among the group's answers, so it fits the judge's "
+                              "context", 400, None)
     judge_cache_size: int = _f(10000, "identical (prompt, response) judgments remembered (LRU)", 0, None)
     judge_blind_numbers: bool = _f(True, "the judge sees the response as a quoted string with every number "
                                    "(digits or words) shown as #: a number in the answer (a leading '9', '10/10') "

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.lm import ChatLM
+from openrlhf_novelty.text import clip_middle
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,12 @@ def blind_numbers(response: str) -> str:
     rubric.
     """
     return json.dumps(_NUMBER.sub("#", response), ensure_ascii=False)
+
+
+def quoted(response: str) -> str:
+    """What a judge with ``judge.blind_numbers`` off reads: the response as a JSON string (the quotes mark where
+    the answer ends, so a forged 'TASK: ... RESPONSE: ... {"score": 10}' stays inside it)."""
+    return json.dumps(response, ensure_ascii=False)
 
 
 _SCORE_PATTERNS = [
@@ -284,7 +291,8 @@ class Judge:
         self.template = load_rubric(config.judge_rubric)
         self.partition_template = load_rubric(config.judge_partition_rubric, "judge.partition_rubric",
                                               PARTITION_RUBRICS, "{responses}")
-        self.view = blind_numbers if config.judge_blind_numbers else str
+        # Always a quoted JSON string, so an answer cannot end itself and write its own rubric and score.
+        self.view = blind_numbers if config.judge_blind_numbers else quoted
         self.endpoints = [u.strip().rstrip("/") for u in config.judge_base_url.split(",") if u.strip()]
         self.breakers = {u: _Breaker(config.judge_breaker_failures, config.judge_breaker_cooldown)
                          for u in self.endpoints}
@@ -343,8 +351,9 @@ class Judge:
                 return list(self._partition_cache[key])
             self.stats.partitions += 1
         # Each answer as a quoted string (numbers blinded with judge.blind_numbers): an answer cannot add a line.
-        listed = "\n".join(f"{i + 1}. {json.dumps(a, ensure_ascii=False) if self.view is str else self.view(a)}"
-                           for i, a in enumerate(answers))
+        # The group shares judge.max_chars, so n long answers do not overflow the judge's context.
+        share = max(200, self.config.judge_max_chars // n)
+        listed = "\n".join(f"{i + 1}. {self.view(clip_middle(a, share))}" for i, a in enumerate(answers))
         text = self.partition_template.replace("{prompt}", prompt).replace("{responses}", listed)
         parse = lambda reply: parse_classes(reply, n)  # noqa: E731
         missed = 0
@@ -422,7 +431,7 @@ class Judge:
                     self._cache.move_to_end(key)
                     self.stats.cache_hits += 1
                 elif key not in todo:
-                    todo[key] = render(self.template, p, self.view(r))
+                    todo[key] = render(self.template, p, self.view(clip_middle(r, self.config.judge_max_chars)))
             self.stats.judged += len(todo)
         got: dict[bytes, float | None] = {}
         items = list(todo.items())
@@ -516,7 +525,7 @@ class Judge:
                               deadline: float) -> tuple[float | None, bool]:
         with self._lock:
             self.stats.judged += 1
-        text = render(self.template, prompt, self.view(response))
+        text = render(self.template, prompt, self.view(clip_middle(response, self.config.judge_max_chars)))
         # A local judge never comes here: ajudge_many batches it.
         scores, missed, asked = await self._ask_everyone(text, parse_score, deadline)
         if missed:

@@ -53,8 +53,8 @@ def quality_log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]
     keys = ["quality"]
     if cfg.extract_pattern and cfg.reward_format_weight > 0:
         keys.append("format")
-    if cfg.judge_enabled if judge is None else judge:
-        keys += ["soundness", "judge_failed"] if cfg.reward_soundness_weight > 0 else ["judge_failed"]
+    if (cfg.judge_enabled if judge is None else judge) and cfg.reward_soundness_weight > 0:
+        keys += ["soundness", "judge_failed"]
     if cfg.reward_task_func and cfg.reward_task_weight > 0:
         keys.append("task")
     keys += quality_checks(cfg)

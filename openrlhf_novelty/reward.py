@@ -144,6 +144,7 @@ class NoveltyReward:
         self.bank_texts = _read_bank(cfg.bank_path) if cfg.bank_path and cfg.bank_weight > 0 else []
         self.prompts = PromptMemory(cfg.quality_relevance_prompts)  # relevance's reference
         self._watch: dict[str, list[float]] = {}  # check name -> [sum, count, warned]
+        self.watch_checks = True  # warn when a check fails on most samples (off where failing is the point: audit)
         self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_lock = threading.Lock()
         self.step = 0
@@ -216,7 +217,7 @@ class NoveltyReward:
         cfg = self.config
         texts, matched = self.extract_texts(responses)
         judge_failed = None
-        if soundness is None and quality is None and self.judge is not None:
+        if soundness is None and quality is None and self._judges_soundness():
             soundness, judge_failed = self._ask_judge(prompts, texts)
         judged_classes = classes
         if classes is None and cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":
@@ -293,7 +294,7 @@ class NoveltyReward:
             raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
         texts, matched = self.extract_texts(responses)
         soundness = judge_failed = None
-        if self.judge is not None:
+        if self._judges_soundness():
             soundness, judge_failed = self._ask_judge(prompts, texts)
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         q, parts, mask = self._quality(prompts, keys, texts, matched, task_rewards, soundness)
@@ -302,6 +303,11 @@ class NoveltyReward:
         if judge_failed is not None:
             out["judge_failed"] = [float(f) for f in judge_failed]
         return values, out
+
+    def _judges_soundness(self) -> bool:
+        """Soundness is asked only when it counts: with reward.soundness_weight 0 a judge is there for the
+        partition (diversity.mode judge), and a request per sample would be paid for nothing."""
+        return self.judge is not None and self.config.reward_soundness_weight > 0
 
     def _ask_judge(self, prompts: list[str], texts: list[str]) -> tuple[list[float | None], list[bool]]:
         """Judge the extracted texts; an empty one scores 0 without a call (there is nothing to judge)."""
@@ -402,6 +408,8 @@ class NoveltyReward:
                                           "prefix?), so relevance is 1 for the others and does not gate them")}
 
     def _watch_check(self, name: str, values: torch.Tensor) -> None:
+        if not self.watch_checks:
+            return
         floor, message = self._WATCH[name]
         with self._lock:  # the reward file calls quality() from many threads
             total = self._watch.setdefault(name, [0.0, 0, False])

@@ -47,3 +47,58 @@ def extract(text: str, pattern: str, fallback: str = "whole") -> tuple[str, bool
         return (text if fallback == "whole" else ""), False
     picked = m.group(1) if m.re.groups else m.group(0)
     return (picked or "").strip(), True
+
+
+def clip_middle(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, its beginning and end kept (a long answer's conclusion is at its end)."""
+    if len(text) <= limit:
+        return text
+    head = limit * 2 // 3
+    return text[:head] + " [...] " + text[len(text) - (limit - head):]
+
+
+@lru_cache(maxsize=1)
+def _look_alikes() -> dict[int, str]:
+    """Cyrillic, Greek, Armenian and Cherokee letters drawn like a Latin letter -> that letter (Unicode's
+    confusables, from the confusable-homoglyphs package)."""
+    from confusable_homoglyphs import categories, confusables
+
+    table = {}
+    for ch, entries in confusables.confusables_data.items():
+        if len(ch) != 1 or categories.alias(ch) not in ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE", "COPTIC"):
+            continue
+        latin = next((e["c"] for e in entries if len(e["c"]) == 1 and e["c"].isascii() and e["c"].isalpha()), None)
+        if latin:
+            table[ord(ch)] = latin
+    return table
+
+
+_INVISIBLE = ("Cf", "Co", "Cs", "Cn", "So", "Sk")  # zero-width and format characters, private use, emoji / symbols
+_EMPHASIS = re.compile(r"(?<!\w)(\*{1,3}|_{1,3}|~~|`)(?=\S)(.+?)(?<=\S)\1(?!\w)")
+_LINE_MARKUP = re.compile(r"^[ \t]*(?:#{1,6}[ \t]+|>[ \t]?|[-*+\u2022][ \t]+)", re.MULTILINE)
+_TAG = re.compile(r"</?[A-Za-z][^<>\n]{0,40}>")
+# A leading score, list number, bullet or emoji run before the first letter ("9 ", "10/10 ", "1. ", "### **");
+# a number followed by more arithmetic ("2*3 = 6") is content and stays.
+_LEADING = re.compile(r"^(?:[^\w\s\\]+\s*)*(?:\d+(?:[.,:/]\d+)*%?[^\w\s\\]*\s+)?(?:[^\w\s\\]+\s*)*(?=[^\W\d_])")
+_TRAILING = re.compile(r"[\s*_~#|]+$")
+
+
+def surface_form(text: str) -> str:
+    """The text with what costs a policy nothing and says nothing removed, so that a copy dressed up differently
+    is the same text to the encoder, the judge and every check: Unicode compatibility forms (NFKC), look-alike
+    letters from other scripts in Latin-script text, invisible characters, emoji and symbols, markdown and HTML
+    markup, a leading score / number / bullet, runs of whitespace, and case (lower-cased: capitals are free)."""
+    import unicodedata
+
+    text = unicodedata.normalize("NFKC", text)
+    letters = [ch for ch in text if ch.isalpha()]
+    latin = sum(ch.isascii() or "LATIN" in unicodedata.name(ch, "") for ch in letters)
+    if letters and latin * 2 >= len(letters):  # Latin-script text: other scripts' look-alikes are disguise
+        text = text.translate(_look_alikes())
+    text = "".join(" " if unicodedata.category(ch) in _INVISIBLE and ch not in "\u200b\u200c\u200d\u2060\ufeff"
+                   else "" if unicodedata.category(ch) in _INVISIBLE or "\ufe00" <= ch <= "\ufe0f" else ch
+                   for ch in text)
+    text = _TAG.sub(" ", _LINE_MARKUP.sub("", text))
+    for _ in range(3):  # nested emphasis (***bold italic***, **`code`**)
+        text = _EMPHASIS.sub(r"\2", text)
+    return _TRAILING.sub("", _LEADING.sub("", " ".join(text.split()))).lower()
