@@ -232,6 +232,10 @@ def novelty_trainer(base, config_dict: dict):
             show_info_logs()
             self.install_novelty()
 
+        def novelty_hooked(self) -> bool:
+            """The proof, asked through the actor handle, that this actor runs the hook (see check_hooked)."""
+            return True
+
         def install_novelty(self):
             """Swap in the hooked experience maker (same constructor arguments as OpenRLHF's own)."""
             config = NoveltyConfig.from_dict(config_dict)
@@ -289,6 +293,15 @@ def novelty_trainer(base, config_dict: dict):
     return NoveltyPPOTrainer
 
 
+def check_hooked(actor) -> None:
+    """Raise unless ``actor`` (a Ray actor handle) runs the hooked trainer. The swap is invisible if it missed:
+    OpenRLHF would train on quality alone under a launcher that said "novelty by the hook". The hooked class's own
+    method is the proof, not a private attribute of Ray's handle (whose absence once let this check pass)."""
+    if not callable(getattr(actor, "novelty_hooked", None)):
+        raise RuntimeError(f"openrlhf-novelty: async training started {type(actor).__name__} {actor!r}, not the "
+                           "hooked training actor: the novelty hook would never run")
+
+
 def novelty_async_trainer(base, config_dict: dict):
     """A subclass of OpenRLHF's PPOTrainerAsync (``PPOTrainerAsync.__ray_actor_class__``) whose training actor has
     the hook. Async training (``--train.async_enable``) trains in a ``TrainingActor`` (a BasePPOTrainer, so the
@@ -301,13 +314,7 @@ def novelty_async_trainer(base, config_dict: dict):
         def __init__(self, *args, **kwargs):
             self.hook_training_actor()
             super().__init__(*args, **kwargs)
-            # The swap is invisible if it missed: OpenRLHF would train on quality alone under a launcher that said
-            # "novelty by the hook". Say so loudly instead.
-            started = getattr(getattr(self.trainer_actor, "_ray_actor_creation_function_descriptor", None),
-                              "class_name", "NoveltyPPOTrainer")
-            if started.rsplit(".", 1)[-1] != "NoveltyPPOTrainer":  # a qualname: novelty_trainer.<locals>.Novelty...
-                raise RuntimeError(f"openrlhf-novelty: async training started {started}, not the hooked training "
-                                   "actor: the novelty hook would never run")
+            check_hooked(self.trainer_actor)
 
         @staticmethod
         def hook_training_actor():

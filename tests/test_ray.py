@@ -23,6 +23,7 @@ from openrlhf.utils.utils import get_strategy  # noqa: E402
 
 from openrlhf_novelty import train_ppo_ray  # noqa: E402
 from openrlhf_novelty.config import NoveltyConfig  # noqa: E402
+from openrlhf_novelty.hook import check_hooked  # noqa: E402
 from openrlhf_novelty.reward_file import __file__ as REWARD_FILE  # noqa: E402
 from tests.test_scripts import run_wrapper  # noqa: E402
 
@@ -178,6 +179,9 @@ def test_the_hooked_trainer_runs_as_a_ray_actor_and_resumes_its_novelty_state(tm
         # Built exactly as OpenRLHF's train() builds PPOTrainer (no vLLM engines, no model groups needed here).
         first = hooked.remote(tokenizer_dir, get_strategy(args), DiskActorGroup(str(ckpt / "_actor")),
                               None, None, None, None, do_sample=True, max_len=512, max_new_tokens=64)
+        check_hooked(first)  # what the async trainer asks of the training actor it started
+        with pytest.raises(RuntimeError, match="not the hooked training actor"):
+            check_hooked(ray.remote(num_cpus=0)(DiskActorGroup).remote(str(ckpt)))
         name, is_maker, pattern, step, weight = ray.get(first.__ray_call__.remote(train_three_steps_and_save))
         assert (name, is_maker, pattern, step) == ("NoveltyExperienceMaker", True, r"HYP:\s*(.+)", 3)
         assert (ckpt / "_actor" / "latest").read_text() == "best_global_step3"

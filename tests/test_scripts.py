@@ -220,3 +220,14 @@ def test_convert_hypobench(tmp_path, capsys):
     src.write_text(json.dumps({"first_tweet": ["a"], "label": ["first"]}))
     assert cli.main(["convert-hypobench", str(src), "--output", str(out)]) == 2
     assert "columnar file lacks the list(s) second_tweet" in capsys.readouterr().err
+
+
+def test_the_async_guard_fails_without_proof_of_the_hook():
+    """A handle that cannot answer novelty_hooked (a private Ray attribute once made the check pass by default)."""
+    from types import SimpleNamespace
+
+    from openrlhf_novelty.hook import check_hooked
+
+    with pytest.raises(RuntimeError, match="not the hooked training actor"):
+        check_hooked(SimpleNamespace(_ray_actor_creation_function_descriptor=None))
+    check_hooked(SimpleNamespace(novelty_hooked=lambda: True))
