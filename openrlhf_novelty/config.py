@@ -306,6 +306,16 @@ class NoveltyConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def fingerprint(self) -> float:
+        """A number that names this config's reward (hook.* and devices aside): the reward file and server log it
+        per sample, and the hook refuses a batch scored under another config. Under 2**24, so a float32 tensor
+        carries it exactly."""
+        import hashlib
+
+        shown = {k: v for k, v in self.to_dict().items() if not k.startswith("hook_") and not k.endswith("_device")}
+        digest = hashlib.blake2b(json.dumps(shown, sort_keys=True).encode(), digest_size=3).digest()
+        return float(int.from_bytes(digest, "little"))
+
 
 def dotted(field_name: str) -> str:
     """``rnd_lr`` -> ``rnd.lr``: the name a user writes."""

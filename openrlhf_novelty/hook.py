@@ -73,6 +73,7 @@ class NoveltyHook:
         self.tokenizer, self.n = tokenizer, n_samples_per_prompt
         # What our reward file / server, running this same config, puts in every sample's info.
         self.expected_keys = set(quality_log_keys(config))
+        self.fingerprint = config.fingerprint()
         self.bonus: torch.Tensor | None = None  # per original sample index, for the advantage mode
         self.last_stats: dict[str, float] = {}
         self.failures = 0
@@ -115,12 +116,19 @@ class NoveltyHook:
         vLLM engine, or the server was started with another file): quality would silently be something else."""
         info = samples[0].info if isinstance(samples[0].info, dict) else {}
         ours = {k for k in info if k.startswith(PREFIX)}
+        fix = ("Point both at one file (--novelty.config ships it to every Ray worker; for `openrlhf-novelty serve` "
+               "pass the same --config) and keep stream.update_every 0 there.")
         if PREFIX + "quality" in ours and ours != self.expected_keys:
-            raise ConfigError(
-                f"the reward file / server is running another novelty config than the hook: it logged "
-                f"{sorted(ours)}, this config gives {sorted(self.expected_keys)}. Point both at one file "
-                f"(--novelty.config ships it to every Ray worker; for `openrlhf-novelty serve` pass the same "
-                f"--config) and keep stream.update_every 0 there.")
+            raise ConfigError(f"the reward file / server is running another novelty config than the hook: it logged "
+                              f"{sorted(ours)}, this config gives {sorted(self.expected_keys)}. " + fix)
+        # The same keys can come from different settings (another rubric, relevance ramp, judge): the fingerprint
+        # tells, on a sample the reward file did score (a failed one carries 0).
+        scored = [s.info for s in samples if isinstance(s.info, dict) and PREFIX + "config" in s.info
+                  and not _first(s.info.get(PREFIX + "error"))]
+        if scored and (theirs := _first(scored[0][PREFIX + "config"])) != self.fingerprint:
+            raise ConfigError(f"the reward file / server is running another novelty config than the hook (config "
+                              f"fingerprint {theirs:.0f} there, {self.fingerprint:.0f} here): the same log keys, "
+                              "other settings. " + fix)
 
     def apply(self, samples) -> None:
         """Score the batch, write rewards / info (or keep the bonus for the advantages), update RND once.

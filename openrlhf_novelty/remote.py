@@ -58,7 +58,7 @@ def quality_log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]
     if cfg.reward_task_func and cfg.reward_task_weight > 0:
         keys.append("task")
     keys += quality_checks(cfg)
-    return [PREFIX + k for k in keys + ["masked", "error"]]
+    return [PREFIX + k for k in keys + ["config", "masked", "error"]]
 
 
 def log_keys(cfg: NoveltyConfig, judge: bool | None = None) -> list[str]:
@@ -122,6 +122,7 @@ class RemoteReward:
         if self.streaming:
             rewards, novelty = self.stream(prompts, responses, quality, labels, arrived)
             comps.update(novelty)
+        comps["config"] = [cfg.fingerprint()] * len(queries)
         comps["masked"] = [float(m) for m in masked]
         comps["error"] = [0.0] * len(queries)
         logs = {k: [float(x) for x in comps[k[len(PREFIX):]]] for k in self.log_keys}

@@ -104,7 +104,7 @@ def test_reward_file_runs_inside_openrlhfs_executor_from_many_threads(tmp_path, 
     outputs = run_rollout(executor)
     assert len(threads) > 1  # OpenRLHF called us from several threads at once
     keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed", "novelty/relevance",
-            "novelty/nondegenerate", "novelty/masked", "novelty/error"}
+            "novelty/nondegenerate", "novelty/config", "novelty/masked", "novelty/error"}
     for out in outputs:
         assert isinstance(out["reward"], float) and isinstance(out["scores"], float)
         assert set(out["extra_logs"]) == keys  # the same keys on every sample
@@ -271,6 +271,15 @@ def test_a_reward_file_on_another_config_is_refused(tmp_path, monkeypatch, embed
     maker, samples = make_maker(tmp_path, monkeypatch, embedder, reward={"task_func": task})
     with pytest.raises(ConfigError, match="another novelty config"):
         maker.make_experience_batch(samples)
+
+
+def test_a_reward_file_on_other_settings_with_the_same_keys_is_refused(tmp_path, monkeypatch, embedder):
+    # Another relevance ramp logs exactly the same keys: only the config fingerprint tells the two apart.
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, quality={"relevance_ramp": [0.0, 1.0]})
+    with pytest.raises(ConfigError, match="config fingerprint"):
+        maker.make_experience_batch(samples)
+    maker, samples = make_maker(tmp_path, monkeypatch, embedder, hook={"threads": 1})  # hook.* does not count
+    maker.make_experience_batch(samples)
 
 
 def test_samples_without_rewards_are_left_to_the_reward_model(tmp_path, monkeypatch, embedder):
