@@ -24,6 +24,9 @@ setup(
         "aiohttp>=3.9",  # the judge's default transport (every OpenRLHF install has it)
         "sacrebleu>=2.0",  # self-BLEU in `openrlhf-novelty eval`
         "matplotlib",  # the eval report's plots
+        "py3langid>=0.3",  # the language check: ships its model, no download
+        "confusable-homoglyphs>=3.2",  # Unicode's look-alike letters, folded before judging and embedding
+        "tqdm",  # progress bars (audit, generate, demo)
     ],
     extras_require={
         # OpenRLHF and its stack are what we plug into; install the plugin into an existing OpenRLHF environment.

@@ -60,6 +60,10 @@ class NoveltyConfig:
     extract_fallback: Literal["whole", "empty"] = _f("whole", "when the pattern does not match: embed the whole "
                                                       "response, or treat it as empty (no novelty credit)")
     extract_strip_tokens: list[str] = _f(DEFAULT_STRIP_TOKENS, "special-token residue removed from responses")
+    extract_normalize: bool = _f(True, "judge, embed and check the extracted text in its surface form: Unicode "
+                                 "NFKC, look-alike letters of other scripts folded, invisible characters, emoji, "
+                                 "markdown / HTML markup, a leading score or number and case removed, so a copy "
+                                 "dressed up differently is the same answer (off for code, where markup is content)")
 
     # --- rnd: global novelty (Random Network Distillation on embeddings)
     rnd_weight: float = _f(0.25, "weight of the RND term inside the novelty sum", 0, None)
@@ -84,6 +88,10 @@ class NoveltyConfig:
         "it fails, counted as novelty/partition_failed)")
     diversity_threshold: float = _f(0.85, "partition mode: cosine similarity at or above which two samples "
                                     "are the same answer", -1, 1)
+    diversity_duplicate_threshold: float = _f(
+        0.75, "cosine at or above which two answers of a group are one idea (a paraphrase, a dressed-up copy): they "
+        "add no diversity to each other (distances count from here: max(0, t - cos) / t), and every novelty term "
+        "pays each what the least novel of them earns; above 1 = off", 0, 2)
     diversity_elliptical_lambda: float = _f(0.01, "elliptical mode: ridge lam; an answer repeated m times among its "
                                             "siblings earns sqrt(lam / (lam + m))", 1e-6, 100)
     diversity_elliptical_scope: Literal["group", "batch"] = _f(
@@ -122,25 +130,39 @@ class NoveltyConfig:
     reward_task_func: str = _f("", "Python file defining reward_func(queries, prompts, labels) with OpenRLHF's "
                                "signature (e.g. your math checker); its rewards become the task part of quality")
 
-    # --- quality: conditions novelty cannot buy (each multiplies quality, so it also gates novelty)
+    # --- quality: checks novelty cannot buy (non-degeneracy multiplies quality; the others multiply the gate)
     quality_relevance_weight: float = _f(
-        1.0, "how much an off-topic answer loses: quality x (1 - w (1 - relevance)); relevance compares the answer's "
-        "similarity to its own prompt with its similarity to other recent prompts; 0 = off (answers that need not "
-        "resemble their prompt: a bare number, code)", 0, 1)
-    quality_relevance_ramp: list[float] = _f([0.5, 2.0], "relevance rises from 0 to 1 as the answer's z-score (own "
-                                             "prompt vs the others) goes from lo to hi")
+        1.0, "how much of an off-topic answer's novelty is withheld: gate x (1 - w (1 - relevance)); relevance "
+        "compares the answer, its prompt's words removed, with its own prompt's topic (the prompt and its past "
+        "relevant answers) against other recent prompts' topics; 0 = off (answers that need not resemble their "
+        "prompt: a bare number, code)", 0, 1)
+    quality_relevance_ramp: list[float] = _f([-0.6, 0.35], "relevance rises from 0 to 1 as the answer's z-score "
+                                             "(own topic vs the others) goes from lo to hi")
     quality_relevance_prompts: int = _f(256, "recent distinct prompts remembered as the relevance reference", 2, None)
     quality_relevance_min_prompts: int = _f(4, "other prompts needed before relevance is measured (1 until then)",
                                             2, None)
+    quality_language_weight: float = _f(1.0, "how much novelty an answer in another language loses: gate x (1 - w "
+                                        "(1 - language)); language is 0 when py3langid is confident the answer is "
+                                        "in none of the allowed languages; 0 = off", 0, 1)
+    quality_languages: list[str] = _f([], "languages an answer may be in (ISO 639-1, e.g. [en, fr]); empty = its "
+                                      "prompt's language")
+    quality_fluency_weight: float = _f(1.0, "how much novelty word salad and letter junk lose: gate x (1 - w (1 - "
+                                       "fluency)); fluency is 0 when under 8% of an answer's words are among the 100 "
+                                       "most common words of the answers seen so far, 1 from 16% (prose: 25% and "
+                                       "more); 0 = off (lists of names or numbers, code)", 0, 1)
     quality_degenerate_weight: float = _f(1.0, "how much a degenerate answer loses: quality x (1 - w (1 - "
                                           "nondegenerate)); 0 = off", 0, 1)
-    quality_min_words: int = _f(3, "answers (the extracted part) shorter than this are degenerate; lower it for "
-                                "short-answer patterns", 0, None)
-    quality_max_repeat: float = _f(0.5, "repeated word-trigram share at which an answer is degenerate (full credit "
-                                   "at half of it)", 0.01, 1)
+    quality_min_words: int = _f(3, "answers (the extracted part) shorter than this are degenerate (two CJK "
+                                "characters count as one word); lower it for short-answer patterns", 0, None)
+    quality_max_repeat: float = _f(0.5, "repeated share (word trigrams, or character 6-grams less 0.25) at which "
+                                   "an answer is degenerate (full credit at half of it)", 0.01, 1)
     quality_shared_threshold: float = _f(0.95, "cosine at or above which an answer is the same as an answer to a "
-                                         "different prompt (this batch or the archive): it earns no novelty; above "
-                                         "1 = off", 0, 2)
+                                         "different prompt (this batch or the archive, which is kept for this even "
+                                         "with archive.weight 0): it earns no novelty; above 1 = off", 0, 2)
+    quality_template_threshold: float = _f(0.5, "share of an answer's word 3-shingles (its prompt's words removed) "
+                                           "also given to another prompt, in this batch or the last 200,000 "
+                                           "shingles, at which it is a shared template: it earns no novelty; above "
+                                           "1 = off", 0, 2)
 
     # --- judge: the RLAIF soundness judge (off unless base_url or local_path is set)
     judge_base_url: str = _f("", "OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1; comma-separated "
@@ -399,7 +421,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 
 def reference_markdown() -> str:
-    """The configuration reference table, generated from the dataclass (the README embeds it)."""
+    """The configuration reference table, generated from the dataclass (docs/configuration.md embeds it)."""
     hints = typing.get_type_hints(NoveltyConfig)
     rows = ["| setting | type | default | range | meaning |", "| --- | --- | --- | --- | --- |"]
     for f in dataclasses.fields(NoveltyConfig):
@@ -421,14 +443,15 @@ def reference_markdown() -> str:
     return "\n".join(rows)
 
 
-README_MARKER = "<!-- generated by `openrlhf-novelty config --markdown`; tests/test_config.py checks it is current -->"
+REFERENCE_MARKER = ("<!-- generated by `openrlhf-novelty config --markdown`; tests/test_config.py checks it is "
+                    "current -->")
 
 
-def update_readme(path: str) -> None:
-    """Replace the reference table that follows README_MARKER with the current one (``make docs``)."""
+def update_reference(path: str) -> None:
+    """Replace the reference table that follows REFERENCE_MARKER with the current one (``make docs``)."""
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
-    head, sep, tail = text.partition(README_MARKER + "\n")
+    head, sep, tail = text.partition(REFERENCE_MARKER + "\n")
     if not sep:
         raise ValueError(f"{path} has no reference marker")
     rest = tail[tail.index("\n\n"):] if "\n\n" in tail else ""

@@ -13,7 +13,7 @@ import torch
 
 def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85,
                     eligible: torch.Tensor | None = None, lam: float = 0.01,
-                    classes: torch.Tensor | None = None) -> torch.Tensor:
+                    classes: torch.Tensor | None = None, duplicate: float = 2.0) -> torch.Tensor:
     """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
 
     mean: mean distance to the siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
@@ -25,7 +25,10 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     ``Judge.partition_many``) instead of the embedding clusters.
     ``eligible`` [groups, n] (default all): only eligible samples count as siblings -- an empty or failed answer is
     not an idea, and counting its distance would pay the others for their siblings' failures. A sample with no
-    eligible sibling scores 0. This is the one implementation: the hook, the streaming reward and TRL all call it.
+    eligible sibling scores 0. ``duplicate`` (mean, min): siblings at cosine >= it are copies of one idea, so the
+    distance counts only beyond it, rescaled to [0, 1]: max(0, duplicate - cos) / duplicate (a paraphrase or a
+    dressed-up copy adds nothing; > 1 = plain cosine distance). This is the one implementation: the hook, the
+    streaming reward and TRL all call it.
     """
     g, n, _ = emb.shape
     if eligible is None:
@@ -47,7 +50,7 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
         outside = sibling & (classes[:, :, None] != classes[:, None, :]).to(emb.device)
         out = outside.sum(-1).float() / count.clamp(min=1)
     elif mode in ("mean", "min"):
-        dist = (1.0 - sims).clamp(0.0, 1.0)
+        dist = (1.0 - sims).clamp(0.0, 1.0) if duplicate > 1 else ((duplicate - sims) / duplicate).clamp(0.0, 1.0)
         if mode == "min":
             out = dist.masked_fill(~sibling, float("inf")).min(-1).values
         else:
@@ -55,6 +58,14 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     else:
         raise ValueError(f"diversity mode must be mean, min, partition, elliptical or judge, got {mode!r}")
     return torch.where(count > 0, out, torch.zeros_like(out)).to(emb.dtype)
+
+
+def class_min(values: torch.Tensor, classes: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
+    """[g, n] each eligible sample's value replaced by the lowest among the eligible members of its class (one
+    idea earns what its least novel copy earns); ineligible samples keep theirs."""
+    same = (classes[:, :, None] == classes[:, None, :]) & eligible[:, None, :].bool() & eligible[:, :, None].bool()
+    low = values[:, None, :].expand(-1, values.shape[1], -1).masked_fill(~same, float("inf")).min(-1).values
+    return torch.where(eligible.bool(), torch.minimum(values, low), values)
 
 
 def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 import torch
 
-from openrlhf_novelty.checks import relevance, shared_across_prompts
+from openrlhf_novelty.checks import prompt_free, relevance, shared_across_prompts
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import prompt_key
 from openrlhf_novelty.metrics import CLUSTER_SWEEP, embedding_vendi, pass_at_k, prompt_metrics, summarize
@@ -79,9 +79,10 @@ def evaluate_run(groups: OrderedDict[str, list[dict]], embedder, config: Novelty
     distinct_prompts = list(groups)
     prompt_emb = embedder.encode(distinct_prompts)
     own = prompt_emb[[distinct_prompts.index(p) for p in prompts]] if prompts else prompt_emb
-    rel, _ = relevance(emb, own, keys, torch.tensor([prompt_key(p) for p in distinct_prompts]), prompt_emb,
-                    tuple(config.quality_relevance_ramp), config.quality_relevance_min_prompts)
-    rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)
+    free = [prompt_free(t, p) for t, p in zip(texts, prompts)]  # as the reward reads it: an echo is not relevance
+    rel, _ = relevance(embedder.encode(free), own, keys, torch.tensor([prompt_key(p) for p in distinct_prompts]),
+                       prompt_emb, tuple(config.quality_relevance_ramp), config.quality_relevance_min_prompts)
+    rel = rel * torch.tensor([bool(f) for f in free], dtype=torch.float64)
     sound = failed = correct = None
     if soundness is not None:
         sound, failed = soundness, [s is None for s in soundness]

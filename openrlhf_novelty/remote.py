@@ -131,9 +131,11 @@ class RemoteReward:
 
     def state_dict(self) -> dict:
         """The model's state plus, in streaming mode, the streaming memory (samples not yet learned from, siblings)."""
-        empty = {"pending": torch.zeros(0, self.model.rnd.dim), "pending_keys": torch.zeros(0, dtype=torch.int64),
-                 "sibling_keys": torch.zeros(0, dtype=torch.int64), "siblings": []}
-        return {"model": self.model.state_dict(), **(self.stream.state_dict() if self.stream else empty)}
+        if self.stream is not None:  # one snapshot under the stream's lock: an update in between would lose K samples
+            return self.stream.state_dict(with_model=True)
+        return {"model": self.model.state_dict(), "pending": torch.zeros(0, self.model.rnd.dim),
+                "pending_keys": torch.zeros(0, dtype=torch.int64), "sibling_keys": torch.zeros(0, dtype=torch.int64),
+                "siblings": []}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])

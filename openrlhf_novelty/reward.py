@@ -16,14 +16,26 @@ from dataclasses import dataclass, field
 
 import torch
 
-from openrlhf_novelty.checks import PromptMemory, nondegenerate, relevance, shared_across_prompts
+from openrlhf_novelty.checks import (
+    CommonWords,
+    LanguageCheck,
+    PromptMemory,
+    TemplateMemory,
+    impostor_z,
+    nondegenerate,
+    prompt_free,
+    relevance,
+    shared_across_prompts,
+    shingles,
+)
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.diversity import Archive, embedding_classes, group_diversity, knn_distance, prompt_key
+from openrlhf_novelty.diversity import Archive, class_min, embedding_classes, group_diversity, knn_distance, prompt_key
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
-from openrlhf_novelty.text import clean_text, extract
+from openrlhf_novelty.text import clean_text, extract, surface_form
 
 EMBED_CACHE = 4096  # answers whose embedding quality() keeps for score() (TRL and the streaming reward call both)
+TEMPLATE_SHINGLES = 200_000  # word 3-shingles the template check remembers (about 20 MB)
 
 logger = logging.getLogger(__name__)
 
@@ -57,61 +69,88 @@ def novelty_terms(cfg: NoveltyConfig) -> list[str]:
 
 
 def quality_checks(cfg: NoveltyConfig) -> list[str]:
-    """The conditions that multiply quality under this config, in order (what adapters log)."""
-    on = (("relevance", cfg.quality_relevance_weight > 0), ("nondegenerate", cfg.quality_degenerate_weight > 0))
+    """The conditions that multiply quality under this config (what adapters log): only non-degeneracy. Junk is
+    not partly good; every other check withholds novelty only, so its misfire on an honest answer costs at most
+    the bonus."""
+    return ["nondegenerate"] if cfg.quality_degenerate_weight > 0 else []
+
+
+def novelty_checks(cfg: NoveltyConfig) -> list[str]:
+    """The conditions that multiply the gate under this config, in order (what adapters log)."""
+    on = (("relevance", cfg.quality_relevance_weight > 0), ("language", cfg.quality_language_weight > 0),
+          ("fluency", cfg.quality_fluency_weight > 0),
+          ("shared", cfg.quality_shared_threshold <= 1 or cfg.quality_template_threshold <= 1))
     return [k for k, enabled in on if enabled]
 
 
 def gate_log_keys(cfg: NoveltyConfig) -> list[str]:
-    """What every path that pays novelty logs besides the terms: the sum, the gate, the shared-answer flag, and
-    whether the judge's partition failed (diversity.mode judge)."""
-    return (["novelty", "gate"] + (["shared"] if cfg.quality_shared_threshold <= 1 else [])
+    """What every path that pays novelty logs besides the terms: the sum, the gate, its conditions, and whether
+    the judge's partition failed (diversity.mode judge)."""
+    return (["novelty", "gate"] + novelty_checks(cfg)
             + (["partition_failed"] if cfg.diversity_mode == "judge" and cfg.diversity_weight > 0 else []))
 
 
-def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """How much of its novelty each sample may earn, from its quality in [0, 1] (0 where masked)."""
+def quality_gate(cfg: NoveltyConfig, quality: torch.Tensor, mask: torch.Tensor | None = None,
+                 conditions: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """How much of its novelty each sample may earn: from its quality in [0, 1] (0 where masked), times the
+    novelty conditions (relevance, language: 1 - w (1 - value); shared: 1 - shared)."""
     if cfg.reward_gate == "multiplicative":
         gate = quality.clone()
     elif cfg.reward_gate == "threshold":
         gate = (quality >= cfg.reward_gate_threshold).to(quality.dtype)
     else:
         gate = torch.ones_like(quality)
+    weights = {"relevance": cfg.quality_relevance_weight, "language": cfg.quality_language_weight,
+               "fluency": cfg.quality_fluency_weight}
+    for name, value in (conditions or {}).items():
+        gate = gate * (1.0 - value) if name == "shared" else gate * (1.0 - weights[name] * (1.0 - value))
     return gate.masked_fill(mask, 0.0) if mask is not None else gate
 
 
 def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty_terms: dict[str, torch.Tensor],
-                   mask: torch.Tensor | None = None, shared: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                   mask: torch.Tensor | None = None, conditions: dict[str, torch.Tensor] | None = None,
+                   ideas: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The whole reward, per sample; every input and output is a [batch] tensor. The only place terms combine.
 
         quality = mean_w(format, soundness, task)             (NoveltyReward.quality; 1 when none is configured)
-                  x (1 - w_rel (1 - relevance)) x (1 - w_deg (1 - nondegenerate))
+                  x (1 - w_deg (1 - nondegenerate))           junk is not partly good
         novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank (each term already clipped)
         gate    = ( quality                      multiplicative: novelty pays in proportion to quality
                   | 1[quality >= threshold]      threshold
                   | 1 )                          none
-                  x (1 - shared)                 an answer also given to another prompt earns no novelty
-        bonus   = beta_t * gate * novelty
+                  x (1 - w_rel (1 - relevance))  about its own prompt, not an echo of it
+                  x (1 - w_lang (1 - language))  in its prompt's language
+                  x (1 - w_flu (1 - fluency))    prose, not word salad or letter junk
+                  x (1 - shared)                 not an answer or template also given to another prompt
+        bonus   = beta_t * gate * novelty    gate and each term: the lowest over the answer's idea
         reward  = w_q * quality  +  bonus
 
-    Grades average (a half-sound answer is half good); conditions multiply (an off-topic or looping answer is not
-    partly good, and an averaged-in zero would let a large novelty bonus outbid it). ``quality`` is in [0, 1].
-    ``shared`` is 1 where the answer is (near-)verbatim an answer to a different prompt. ``mask`` marks samples
-    whose quality is unknown (a failed judge with fallback ``mask``, a failed reward file): they get no quality
-    credit and no novelty credit. Adapters that add novelty
-    to a reward computed elsewhere (the experience-maker hook) add ``bonus``.
+    Grades average (a half-sound answer is half good). Non-degeneracy multiplies quality (an averaged-in zero
+    would let a large novelty bonus outbid it); the other conditions multiply the gate only: an off-topic answer
+    keeps what the grades (a judge) give it but earns no novelty, and a check that misfires on an honest answer
+    costs it the bonus, never its quality. ``conditions`` maps relevance / language / fluency / shared to
+    [batch] values.
+    ``mask`` marks samples whose quality is unknown (a failed judge with fallback ``mask``, a failed reward file):
+    they get no quality credit and no novelty credit. ``ideas`` (classes [groups, n], eligible [batch]): the
+    near-duplicates of each group (cosine >= diversity.duplicate_threshold); every member is paid the lowest gate
+    and the lowest of each term among them, so a reworded or dressed-up copy never out-earns the copy (the terms
+    come back as paid). Adapters that add novelty to a reward computed elsewhere (the hook) add ``bonus``.
     """
     weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
                "bank": cfg.bank_weight}
+    gate = quality_gate(cfg, quality, mask, conditions)
+    if ideas is not None:  # an idea's near-duplicates earn what its least novel, least open member earns
+        classes, eligible = ideas
+        g, n = classes.shape
+        novelty_terms = {k: class_min(v.view(g, n), classes, eligible.view(g, n)).reshape(-1)
+                         for k, v in novelty_terms.items()}
+        gate = class_min(gate.view(g, n), classes, eligible.view(g, n)).reshape(-1)
     novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
-    gate = quality_gate(cfg, quality, mask)
-    if shared is not None:
-        gate = gate * (1.0 - shared)
     if mask is not None:
         quality = quality.masked_fill(mask, 0.0)
     bonus = novelty_coef(cfg, step) * gate * novelty
     reward = cfg.reward_quality_weight * quality + bonus
-    return {"reward": reward, "quality": quality, "novelty": novelty, "gate": gate, "bonus": bonus}
+    return {**novelty_terms, "reward": reward, "quality": quality, "novelty": novelty, "gate": gate, "bonus": bonus}
 
 
 @dataclass
@@ -124,6 +163,9 @@ class ScoredBatch:
     embeddings: torch.Tensor = field(repr=False)
     prompt_keys: torch.Tensor = field(repr=False)
     valid: torch.Tensor = field(repr=False)  # samples with text to learn from (empty ones are skipped)
+    relevant: torch.Tensor | None = field(default=None, repr=False)  # answers that may move their prompt's topic
+    shingles: list[list[int]] | None = field(default=None, repr=False)  # what the template memory learns
+    texts: list[str] | None = field(default=None, repr=False)  # the extracted texts (common words learn them)
 
 
 class NoveltyReward:
@@ -143,6 +185,9 @@ class NoveltyReward:
         self.judge = judge
         self.bank_texts = _read_bank(cfg.bank_path) if cfg.bank_path and cfg.bank_weight > 0 else []
         self.prompts = PromptMemory(cfg.quality_relevance_prompts)  # relevance's reference
+        self.language = LanguageCheck(cfg.quality_languages) if cfg.quality_language_weight > 0 else None
+        self.templates = TemplateMemory(TEMPLATE_SHINGLES)
+        self.common = CommonWords()
         self._watch: dict[str, list[float]] = {}  # check name -> [sum, count, warned]
         self.watch_checks = True  # warn when a check fails on most samples (off where failing is the point: audit)
         self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -162,7 +207,7 @@ class NoveltyReward:
         self._rnd = RND(dim, cfg.rnd_hidden, cfg.rnd_out, cfg.rnd_lr, cfg.rnd_update_proportion,
                         cfg.rnd_updates_per_batch, cfg.rnd_warmup_samples, cfg.rnd_obs_clip, cfg.rnd_clip,
                         cfg.rnd_seed, cfg.embed_device)
-        if cfg.archive_weight > 0:
+        if cfg.archive_weight > 0 or cfg.quality_shared_threshold <= 1:  # the shared check reads it too
             self._archive = Archive(cfg.archive_size, dim, cfg.embed_device)
         if self.bank_texts:
             self._bank_emb = self.embedder.encode(self.bank_texts)
@@ -185,7 +230,7 @@ class NoveltyReward:
         texts, matched = [], []
         for r in responses:
             t, ok = extract(clean_text(r, cfg.extract_strip_tokens), cfg.extract_pattern, cfg.extract_fallback)
-            texts.append(t)
+            texts.append(surface_form(t) if cfg.extract_normalize else t)
             matched.append(ok)
         return texts, matched
 
@@ -205,37 +250,81 @@ class NoveltyReward:
         ``recent``: (embeddings, prompt keys) of answers seen but not yet in the archive (the streaming reward's
         pending samples): an answer shared with one of those is shared too.
         ``classes``: diversity.mode judge, the judge's classes per group already asked (``judge_classes``).
+
+        Four stages: the texts and their quality (extraction, grades, non-degeneracy); the novelty conditions
+        (relevance, language, shared), which with quality decide who is eligible to earn novelty and to count as
+        a sibling; the novelty terms; ``reward_formula``.
         """
+        self._check_lengths(prompts, responses, group_size, task_rewards=task_rewards, soundness=soundness,
+                            quality=quality)
+        cfg = self.config
+        texts, matched = self.extract_texts(responses)
+        judge_failed = None
+        if soundness is None and quality is None and self._judges_soundness():  # outside the lock: it takes seconds
+            soundness, judge_failed = self._ask_judge(prompts, texts)
+        if classes is None and cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":
+            classes = self._ask_partition(prompts, texts, group_size)
+        keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+        with self._lock:
+            emb = self._encode(texts)
+            self._ensure_built(emb.shape[1])
+            valid = torch.tensor([bool(t) for t in texts], device=emb.device)
+            q, parts, mask = self._given_quality(quality) if quality is not None else \
+                self._quality(texts, matched, task_rewards, soundness)
+            conditions, pf_shingles = self._conditions(prompts, keys, texts, emb, valid, recent)
+            gate = quality_gate(cfg, q, mask, conditions)
+            eligible = valid.cpu() & (gate > 0)
+            ideas = None
+            if cfg.diversity_duplicate_threshold <= 1:  # near-duplicates within a group: one idea
+                d = emb.shape[1]
+                ideas = (embedding_classes(emb.view(-1, group_size, d), cfg.diversity_duplicate_threshold,
+                                           eligible.view(-1, group_size).to(emb.device)).cpu(), eligible)
+            terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes)
+            out = reward_formula(cfg, self.step, q, terms, mask, conditions, ideas)
+            components = {k: v.tolist() for group in (parts, conditions, extra, out) for k, v in group.items()}
+            if judge_failed is not None:
+                components["judge_failed"] = [float(f) for f in judge_failed]
+            relevant = conditions["relevance"] >= 0.5 if "relevance" in conditions else None
+            return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
+                               embeddings=emb, prompt_keys=keys, valid=valid, relevant=relevant,
+                               shingles=pf_shingles, texts=texts)
+
+    @staticmethod
+    def _check_lengths(prompts: list[str], responses: list[str], group_size: int, **per_sample) -> None:
         n_total = len(responses)
         if len(prompts) != n_total:
             raise ValueError(f"got {len(prompts)} prompts for {n_total} responses")
         if group_size < 1 or n_total % group_size:
             raise ValueError(f"{n_total} samples do not split into groups of {group_size}")
-        for name, values in (("task_rewards", task_rewards), ("soundness", soundness), ("quality", quality)):
+        for name, values in per_sample.items():
             if values is not None and len(values) != n_total:
                 raise ValueError(f"got {len(values)} {name} for {n_total} responses")
-        cfg = self.config
-        texts, matched = self.extract_texts(responses)
-        judge_failed = None
-        if soundness is None and quality is None and self._judges_soundness():
-            soundness, judge_failed = self._ask_judge(prompts, texts)
-        judged_classes = classes
-        if classes is None and cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":
-            judged_classes = self._ask_partition(prompts, texts, group_size)  # before the lock: it takes seconds
 
-        keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
-        with self._lock:
-            emb = self._encode(texts)
-            self._ensure_built(emb.shape[1])
-            if quality is not None:
-                unknown = [q is None or not math.isfinite(q) for q in quality]
-                q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
-                                 dtype=torch.float64)
-                parts, mask = {}, (torch.tensor(unknown) if any(unknown) else None)
-            else:
-                q, parts, mask = self._quality(prompts, keys, texts, matched, task_rewards, soundness, emb)
-            valid = torch.tensor([bool(t) for t in texts], device=emb.device)
-            shared = None
+    @staticmethod
+    def _given_quality(quality: list[float | None]):
+        """Quality computed elsewhere (our reward file, your reward): clamped to [0, 1]; None / NaN = masked."""
+        unknown = [v is None or not math.isfinite(v) for v in quality]
+        q = torch.tensor([0.0 if u else min(1.0, max(0.0, float(v))) for v, u in zip(quality, unknown)],
+                         dtype=torch.float64)
+        return q, {}, (torch.tensor(unknown) if any(unknown) else None)
+
+    def _conditions(self, prompts, keys, texts, emb, valid, recent):
+        """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared), and the
+        answers' prompt-free shingles (what update() teaches the template memory)."""
+        cfg = self.config
+        out: dict[str, torch.Tensor] = {}
+        # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
+        cleaned = [clean_text(p, cfg.extract_strip_tokens) for p in prompts]
+        free = [prompt_free(t, p) for t, p in zip(texts, cleaned)]  # restating the prompt buys nothing
+        if cfg.quality_relevance_weight > 0:
+            out["relevance"] = self._relevance(keys, cleaned, free)
+        if self.language is not None:
+            out["language"] = self.language(texts, cleaned, keys.tolist())
+        if cfg.quality_fluency_weight > 0:
+            out["fluency"] = self.common.fluency(texts)
+        pf_shingles = [shingles(f) for f in free]
+        if "shared" in novelty_checks(cfg):
+            shared = torch.zeros(len(texts), dtype=torch.float64)
             if cfg.quality_shared_threshold <= 1:
                 pools = [recent] if recent is not None else []
                 if self._archive is not None:
@@ -243,52 +332,70 @@ class NoveltyReward:
                 past = (None, None) if not pools else pools[0] if len(pools) == 1 else \
                     (torch.cat([e.float().cpu() for e, _ in pools]), torch.cat([k.cpu() for _, k in pools]))
                 shared = shared_across_prompts(emb, keys, valid, cfg.quality_shared_threshold, *past)
-            # Only a sample that can earn novelty (text, and an open gate) is a sibling worth differing from.
-            gate = quality_gate(cfg, q, mask) * (1.0 - shared if shared is not None else 1.0)
-            eligible = valid.cpu() & (gate > 0)
+            if cfg.quality_template_threshold <= 1:
+                shared = shared.maximum(self.templates.shared(pf_shingles, keys.tolist(), cfg.quality_template_threshold))
+            out["shared"] = shared * valid.cpu().double()
+        return out, pf_shingles
 
-            terms: dict[str, torch.Tensor] = {}
-            extra: dict[str, torch.Tensor] = {}
-            if cfg.rnd_weight > 0:
-                terms["rnd"], extra["rnd_raw"] = self._rnd.score(emb)
-            if cfg.diversity_weight > 0:
-                d = emb.shape[1]
-                # RepExp's batch scope: one group of the whole batch (every prompt's samples are the others).
-                size = n_total if cfg.diversity_mode == "elliptical" and cfg.diversity_elliptical_scope == "batch" \
-                    else group_size
-                classes = None
-                if judged_classes is not None:  # where the judge gave none, the embedding partition's classes
-                    fallback = embedding_classes(emb.view(-1, size, d), cfg.diversity_threshold,
-                                                 eligible.view(-1, size).to(emb.device)).cpu()
-                    failed = torch.tensor([c is None for c in judged_classes])
-                    classes = torch.stack([fallback[g] if c is None else torch.tensor(c)
-                                           for g, c in enumerate(judged_classes)])
-                    extra["partition_failed"] = failed.double().repeat_interleave(size)
-                terms["diversity"] = group_diversity(emb.view(-1, size, d), cfg.diversity_mode,
-                                                     cfg.diversity_threshold, eligible.view(-1, size),
-                                                     cfg.diversity_elliptical_lambda, classes).reshape(-1)
-            if self._archive is not None:
-                terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
-            if self._bank_emb is not None:
-                terms["bank"] = knn_distance(emb, self._bank_emb.to(emb.device), 1)
-            # Empty text (nothing extracted, an empty response) earns no novelty: it is not an idea.
-            terms = {k: v.double().cpu() * valid.cpu() for k, v in terms.items()}
-            out = reward_formula(cfg, self.step, q, terms, mask, shared)
-            if shared is not None:
-                parts["shared"] = shared
-            components = {**{k: v.tolist() for k, v in out.items()}, **{k: v.tolist() for k, v in parts.items()},
-                          **{k: v.tolist() for k, v in terms.items()},
-                          **{k: v.cpu().tolist() for k, v in extra.items()}}
-            if judge_failed is not None:
-                components["judge_failed"] = [float(f) for f in judge_failed]
-            return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
-                               embeddings=emb, prompt_keys=keys, valid=valid)
+    def _relevance(self, keys: torch.Tensor, prompts: list[str], free: list[str]) -> torch.Tensor:
+        """How much closer each answer, its prompt's words removed, is to its own prompt's topic than to the
+        other recent prompts' (``checks.relevance``); 0 for an answer that is nothing but its prompt's words."""
+        cfg = self.config
+        key_list = keys.tolist()
+        self.prompts.lookup(key_list, prompts, self.embedder.encode)
+        own = self.prompts.topics(key_list)[1]
+        emb = self._encode(free)
+        impostors = None
+        if self._archive is not None:
+            impostors = impostor_z(emb, own, keys, self._archive.emb[: self._archive.count],
+                                   self._archive.keys[: self._archive.count])
+        rel, measured = relevance(emb, own, keys, *self.prompts.topics(), tuple(cfg.quality_relevance_ramp),
+                                  cfg.quality_relevance_min_prompts, impostors=impostors)
+        if len(self.prompts) > cfg.quality_relevance_min_prompts:  # past the warm-up: unmeasured = alike prompts
+            self._watch_check("relevance_measured", measured.double())
+        rel = rel * torch.tensor([bool(f) for f in free], dtype=torch.float64)  # nothing of its own: about nothing
+        self._watch_check("relevance", rel)
+        return rel
+
+    def _terms(self, emb, keys, valid, eligible, group_size, judged_classes):
+        """The novelty terms per sample (and the extra components: rnd_raw, partition_failed). Only a sample that
+        can earn novelty (text, and an open gate) is a sibling worth differing from; near-duplicates within a
+        group (cosine >= diversity.duplicate_threshold) are one idea: no diversity from each other, and each term
+        takes the idea's lowest value, so dressing a copy up never earns more than the copy."""
+        cfg = self.config
+        n_total, d = emb.shape
+        terms: dict[str, torch.Tensor] = {}
+        extra: dict[str, torch.Tensor] = {}
+        if cfg.rnd_weight > 0:
+            terms["rnd"], extra["rnd_raw"] = self._rnd.score(emb)
+        if cfg.diversity_weight > 0:
+            # RepExp's batch scope: one group of the whole batch (every prompt's samples are the others).
+            size = n_total if cfg.diversity_mode == "elliptical" and cfg.diversity_elliptical_scope == "batch" \
+                else group_size
+            classes = None
+            if judged_classes is not None:  # where the judge gave none, the embedding partition's classes
+                fallback = embedding_classes(emb.view(-1, size, d), cfg.diversity_threshold,
+                                             eligible.view(-1, size).to(emb.device)).cpu()
+                failed = torch.tensor([c is None for c in judged_classes])
+                classes = torch.stack([fallback[g] if c is None else torch.tensor(c)
+                                       for g, c in enumerate(judged_classes)])
+                extra["partition_failed"] = failed.double().repeat_interleave(size)
+            terms["diversity"] = group_diversity(emb.view(-1, size, d), cfg.diversity_mode, cfg.diversity_threshold,
+                                                 eligible.view(-1, size), cfg.diversity_elliptical_lambda, classes,
+                                                 cfg.diversity_duplicate_threshold).reshape(-1)
+        if self._archive is not None and cfg.archive_weight > 0:
+            terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
+        if self._bank_emb is not None:
+            terms["bank"] = knn_distance(emb, self._bank_emb.to(emb.device), 1)
+        terms = {k: v.double().cpu() * valid for k, v in terms.items()}  # empty text is not an idea
+        return terms, {k: v.cpu() for k, v in extra.items()}
 
     def quality(self, prompts: list[str], responses: list[str], task_rewards: list[float] | None = None,
                 ) -> tuple[list[float | None], dict[str, list[float]]]:
-        """The quality side alone (format, judge, task), per sample; None = unknown (masked).
+        """The quality side alone (format, judge, task, non-degeneracy), per sample; None = unknown (masked).
 
-        This is what OpenRLHF's per-sample reward call computes; the novelty side needs the whole group.
+        This is what OpenRLHF's per-sample reward call computes; the novelty side (its conditions included) needs
+        the whole group.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
@@ -296,8 +403,7 @@ class NoveltyReward:
         soundness = judge_failed = None
         if self._judges_soundness():
             soundness, judge_failed = self._ask_judge(prompts, texts)
-        keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
-        q, parts, mask = self._quality(prompts, keys, texts, matched, task_rewards, soundness)
+        q, parts, mask = self._quality(texts, matched, task_rewards, soundness)
         values = [None if mask is not None and mask[i] else v for i, v in enumerate(q.tolist())]
         out = {k: v.tolist() for k, v in parts.items()}
         if judge_failed is not None:
@@ -349,35 +455,19 @@ class NoveltyReward:
             out.append(full)
         return out
 
-    def _quality(self, prompts, keys, texts, matched, task_rewards, soundness, emb=None):
+    def _quality(self, texts, matched, task_rewards, soundness):
         """Quality as ``reward_formula`` writes it: the weighted mean of the grades configured (format, soundness,
-        task; 1 when none is) times the conditions (relevance, non-degeneracy). ``emb``: the texts' embeddings,
-        encoded here when relevance needs them and the caller has none."""
+        task; 1 when none is) times non-degeneracy."""
         cfg = self.config
         q, parts, mask = self._grades(matched, task_rewards, soundness)
-        checks: dict[str, tuple[torch.Tensor, float]] = {}
-        if cfg.quality_relevance_weight > 0:
-            # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
-            own = self.prompts.lookup(keys.tolist(), [clean_text(p, cfg.extract_strip_tokens) for p in prompts],
-                                      self.embedder.encode)
-            emb = self._encode(texts) if emb is None else emb
-            rel, measured = relevance(emb, own, keys, *self.prompts.reference(), tuple(cfg.quality_relevance_ramp),
-                                      cfg.quality_relevance_min_prompts)
-            if len(self.prompts) > cfg.quality_relevance_min_prompts:  # past the warm-up: unmeasured = alike prompts
-                self._watch_check("relevance_measured", measured.double())
-            rel = rel * torch.tensor([bool(t) for t in texts], dtype=torch.float64)  # no text: about nothing
-            checks["relevance"] = (rel, cfg.quality_relevance_weight)
         if cfg.quality_degenerate_weight > 0:
-            checks["nondegenerate"] = (nondegenerate(texts, cfg.quality_min_words, cfg.quality_max_repeat),
-                                       cfg.quality_degenerate_weight)
-        for name, (values, weight) in checks.items():
-            parts[name] = values
-            q = q * (1.0 - weight * (1.0 - values))
-            self._watch_check(name, values)
+            parts["nondegenerate"] = nondegenerate(texts, cfg.quality_min_words, cfg.quality_max_repeat)
+            q = q * (1.0 - cfg.quality_degenerate_weight * (1.0 - parts["nondegenerate"]))
+            self._watch_check("nondegenerate", parts["nondegenerate"])
         if not parts and not self._warned_ungated and cfg.reward_gate != "none":
             self._warned_ungated = True
-            logger.warning("no quality source (format pattern, judge, task reward, relevance or degeneracy check): "
-                           "quality is 1, so novelty is effectively ungated")
+            logger.warning("no quality source (format pattern, judge, task reward or degeneracy check): quality is "
+                           "1, so novelty is gated by the novelty conditions alone")
         return q, parts, mask
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
@@ -399,7 +489,7 @@ class NoveltyReward:
 
     # A check that fails on most samples is more likely misconfigured for the task than right about every answer.
     _FAILING = ("mean {name} is {mean:.2f} over the first {n} samples: most answers fail this check, so they earn "
-                "little quality and no novelty. If that is not what the task looks like, set ")
+                "no novelty (and, for nondegenerate, little quality). If that is not what the task looks like, set ")
     _WATCH = {"relevance": (0.3, _FAILING + "quality.relevance_weight 0 if answers need not resemble their prompt "
                                            "(a bare number, code)"),
               "nondegenerate": (0.5, _FAILING + "quality.min_words lower if short answers are right for this task"),
@@ -457,6 +547,14 @@ class NoveltyReward:
             if self._archive is not None and emb.shape[0]:
                 self._archive.add(emb, keys)
                 stats["archive_size"] = float(len(self._archive))
+            for b in batches:  # the prompts' topics learn their relevant answers; the template memory all of them
+                if b.relevant is not None:
+                    ok = b.relevant.cpu() & b.valid.cpu()
+                    self.prompts.observe(b.prompt_keys[ok], b.embeddings[ok.to(b.embeddings.device)])
+                if b.shingles is not None:
+                    self.templates.add(b.shingles, b.prompt_keys.tolist())
+                if b.texts is not None:
+                    self.common.add(b.texts)
             self.step += 1
             return stats
 
@@ -472,6 +570,8 @@ class NoveltyReward:
                 "rnd": self.rnd.state_dict(),
                 "archive": self._archive.state_dict() if self._archive is not None else None,
                 "prompts": self.prompts.state_dict(),
+                "templates": self.templates.state_dict(),
+                "common": self.common.state_dict(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -491,6 +591,10 @@ class NoveltyReward:
                 self._archive.load_state_dict(state["archive"])
             if "prompts" in state:  # states saved before relevance existed have none
                 self.prompts.load_state_dict(state["prompts"])
+            if "templates" in state:
+                self.templates.load_state_dict(state["templates"])
+            if "common" in state:
+                self.common.load_state_dict(state["common"])
             self.step = int(state["step"])
 
     def save(self, path: str | os.PathLike) -> None:

@@ -21,7 +21,7 @@ import torch
 from openrlhf_novelty.batcher import Batcher
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import group_diversity
-from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, novelty_terms, reward_formula
+from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, novelty_checks, novelty_terms, reward_formula
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class StreamingNovelty:
     def __init__(self, config: NoveltyConfig, model: NoveltyReward):
         self.config, self.model = config, model
         self._siblings: OrderedDict[int, deque] = OrderedDict()  # group_timeout 0: recent siblings per prompt
-        self._pending: list[tuple[torch.Tensor, int]] = []
+        # Samples scored but not yet learned from: (embedding, prompt key, relevant, prompt-free shingles, text).
+        self._pending: list[tuple[torch.Tensor, int, bool, list[int], str]] = []
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _Group] = {}  # group_timeout > 0: groups still filling
         # Groups scored without some members: key -> [when they started, members still missing]. A member arriving
@@ -205,8 +206,8 @@ class StreamingNovelty:
         against the recent siblings of its prompt. ``classes``: the judge's, per group (diversity.mode judge)."""
         cfg = self.config
         with self._lock:
-            recent = (torch.stack([e for e, _ in self._pending]),
-                      torch.tensor([k for _, k in self._pending], dtype=torch.int64)) if self._pending else None
+            recent = (torch.stack([p[0] for p in self._pending]),
+                      torch.tensor([p[1] for p in self._pending], dtype=torch.int64)) if self._pending else None
             scored = self.model.score(prompts, responses, group_size or 1, quality=quality, recent=recent,
                                       classes=classes)
             c = scored.components
@@ -214,20 +215,19 @@ class StreamingNovelty:
             if group_size:  # the group was scored whole, exactly as the hook scores it
                 terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in novelty_terms(cfg)}
                 out = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("reward", "novelty", "gate")}
-                shared = torch.tensor(c["shared"], dtype=torch.float64) if "shared" in c else None
                 if "partition_failed" in c:  # diversity.mode judge
                     out["partition_failed"] = torch.tensor(c["partition_failed"], dtype=torch.float64)
             else:
-                terms, out, shared = self._against_siblings(scored, quality)
+                terms, out = self._against_siblings(scored, quality)
+            relevant = scored.relevant.tolist() if scored.relevant is not None else [False] * len(keys)
             for i, key in enumerate(keys):
                 if scored.valid[i]:  # RND and the archive learn every text, eligible or not
-                    self._pending.append((emb[i], key))
+                    self._pending.append((emb[i], key, relevant[i], scored.shingles[i], scored.texts[i]))
             while len(self._pending) >= cfg.stream_update_every:  # every K samples, however they were batched
                 self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
         comps.update({k: out[k].tolist() for k in ("novelty", "gate", "partition_failed") if k in out})
-        if shared is not None:
-            comps["shared"] = shared.tolist()
+        comps.update({k: c[k] for k in novelty_checks(cfg)})  # the gate's conditions, as the hook logs them
         return out["reward"].tolist(), comps
 
     def _against_siblings(self, scored: ScoredBatch, quality: list[float | None]):
@@ -256,32 +256,42 @@ class StreamingNovelty:
         terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("rnd", "archive", "bank") if k in c}
         if cfg.diversity_weight > 0:
             terms["diversity"] = torch.tensor(div, dtype=torch.float64)
-        shared = torch.tensor(c["shared"], dtype=torch.float64) if "shared" in c else None
-        return terms, reward_formula(cfg, scored.step, q, terms, mask, shared), shared
+        conditions = {k: torch.tensor(c[k], dtype=torch.float64) for k in novelty_checks(cfg)}
+        return terms, reward_formula(cfg, scored.step, q, terms, mask, conditions)
 
     def _update(self, k: int) -> None:
         """Learn from the first k pending samples."""
         learn, self._pending = self._pending[:k], self._pending[k:]
-        emb = torch.stack([e for e, _ in learn])
-        keys = torch.tensor([key for _, key in learn], dtype=torch.int64)
-        self.model.update(ScoredBatch(rewards=[], components={}, step=self.model.step, embeddings=emb,
-                                      prompt_keys=keys, valid=torch.ones(len(keys), dtype=torch.bool)))
+        self.model.update(ScoredBatch(rewards=[], components={}, step=self.model.step,
+                                      embeddings=torch.stack([p[0] for p in learn]),
+                                      prompt_keys=torch.tensor([p[1] for p in learn], dtype=torch.int64),
+                                      valid=torch.ones(len(learn), dtype=torch.bool),
+                                      relevant=torch.tensor([p[2] for p in learn], dtype=torch.bool),
+                                      shingles=[p[3] for p in learn], texts=[p[4] for p in learn]))
 
-    def state_dict(self) -> dict:
-        """The samples not yet learned from and the recent siblings (the model's state is saved beside it). Groups
-        still filling are requests in flight, not state: a restart ends them."""
+    def state_dict(self, with_model: bool = False) -> dict:
+        """The samples not yet learned from and the recent siblings, and (``with_model``) the model's state taken
+        under the same lock, so no update moves samples from pending into the model between the two. Groups still
+        filling are requests in flight, not state: a restart ends them."""
         with self._lock:
             dim = self.model.rnd.dim
-            return {
-                "pending": torch.stack([e for e, _ in self._pending]) if self._pending else torch.zeros(0, dim),
-                "pending_keys": torch.tensor([k for _, k in self._pending], dtype=torch.int64),
+            return {**({"model": self.model.state_dict()} if with_model else {}),
+                "pending": torch.stack([p[0] for p in self._pending]) if self._pending else torch.zeros(0, dim),
+                "pending_keys": torch.tensor([p[1] for p in self._pending], dtype=torch.int64),
+                "pending_relevant": torch.tensor([p[2] for p in self._pending], dtype=torch.bool),
+                "pending_shingles": [torch.tensor(p[3], dtype=torch.int64) for p in self._pending],
+                "pending_texts": [p[4] for p in self._pending],
                 "sibling_keys": torch.tensor(list(self._siblings), dtype=torch.int64),
                 "siblings": [torch.stack(list(d)) for d in self._siblings.values()],
             }
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
-            self._pending = list(zip(state["pending"], state["pending_keys"].tolist()))
+            n = len(state["pending_keys"])
+            self._pending = list(zip(state["pending"], state["pending_keys"].tolist(),
+                                     state.get("pending_relevant", torch.zeros(n, dtype=torch.bool)).tolist(),
+                                     [t.tolist() for t in state.get("pending_shingles", [torch.zeros(0)] * n)],
+                                     state.get("pending_texts", [""] * n)))
             self._siblings = OrderedDict(
                 (k, deque(list(e), maxlen=self.config.stream_group_size - 1))
                 for k, e in zip(state["sibling_keys"].tolist(), state["siblings"]))

@@ -5,6 +5,7 @@ import torch
 
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import Archive, group_diversity, knn_distance, prompt_key
+from tests.conftest import TOY_TEXTS
 
 
 def unit(deg: float) -> list[float]:
@@ -105,7 +106,7 @@ def test_partition_is_transitive_on_both_paths():
 
     for timeout in (0, 30):  # on arrival, and the whole group at once (group completion)
         cfg = NoveltyConfig.from_dict({"diversity": {"mode": "partition"}, "rnd": {"weight": 0},
-                                       "archive": {"weight": 0},
+                                       "archive": {"weight": 0}, "quality": TOY_TEXTS, "extract": {"normalize": False},
                                        "stream": {"update_every": 100, "group_size": 3, "group_timeout": timeout}})
         stream = StreamingNovelty(cfg, NoveltyReward(cfg, embedder=Fixed()))
         if timeout:
@@ -214,3 +215,43 @@ def test_elliptical_groups_are_scored_independently_in_one_batched_solve():
     together = elliptical(emb, ok, 0.01)
     alone = torch.cat([elliptical(emb[i:i + 1], ok[i:i + 1], 0.01) for i in range(5)])
     torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
+
+
+def test_distances_count_only_beyond_the_duplicate_threshold():
+    a, near, far = torch.tensor(unit(0)), torch.tensor(unit(30)), torch.tensor(unit(90))  # cos: a-near 0.866,
+    g = torch.stack([a, near, far])[None]  # a-far 0, near-far 0.5
+    plain = group_diversity(g, "mean")[0].tolist()
+    assert plain == pytest.approx([(1 - math.cos(math.pi / 6) + 1) / 2, (1 - math.cos(math.pi / 6) + 0.5) / 2, 0.75])
+    dup = group_diversity(g, "mean", duplicate=0.75)[0].tolist()  # a and near are one idea: 0 between them
+    assert dup == pytest.approx([(0 + 1) / 2, (0 + 1 / 3) / 2, (1 + 1 / 3) / 2])  # (0.75 - cos) / 0.75
+
+
+def test_class_min_pays_each_member_of_an_idea_its_lowest_value():
+    from openrlhf_novelty.diversity import class_min
+
+    values = torch.tensor([[0.9, 0.4, 0.7, 0.2]], dtype=torch.float64)
+    classes = torch.tensor([[0, 0, 2, 3]])
+    eligible = torch.tensor([[True, True, True, False]])
+    assert class_min(values, classes, eligible).tolist() == [[0.4, 0.4, 0.7, 0.2]]
+    assert class_min(values, torch.tensor([[0, 0, 0, 0]]), eligible).tolist() == [[0.4, 0.4, 0.4, 0.2]]
+
+
+def test_a_reworded_or_dressed_up_copy_never_out_earns_an_exact_copy(embedder):
+    """In its group, a near-duplicate of a sibling (cosine >= diversity.duplicate_threshold) is paid no more
+    novelty than an exact copy would be, on every term and the gate; without the rule, the rewording pays."""
+    from openrlhf_novelty.reward import NoveltyReward
+
+    prompt = "Propose one new use for an old smartphone."
+    siblings = ["Turn the old smartphone into a home security camera that streams to your new phone.",
+                "Use the old phone as a dedicated music player and alarm clock by the bed.",
+                "Mount it on the fridge as a family calendar and shopping list."]
+    reworded = "Use the old phone as a bedside music player and an alarm clock."  # cosine ~0.9 to sibling 1
+    copy = [*siblings, siblings[1]]
+    variant = [*siblings, reworded]
+    for threshold, pays in ((0.75, False), (2.0, True)):
+        cfg = NoveltyConfig.from_dict({"rnd": {"warmup_samples": 0}, "diversity": {"duplicate_threshold": threshold},
+                                       "quality": TOY_TEXTS})
+        m = NoveltyReward(cfg, embedder=embedder)
+        m.update(m.score([prompt] * 4, ["Sell it.", "Recycle it.", "Give it away.", "Keep it in a drawer."], 4))
+        with_copy, with_variant = (m.score([prompt] * 4, t, 4).components["bonus"][3] for t in (copy, variant))
+        assert (with_variant > with_copy + 1e-6) is pays, (threshold, with_variant, with_copy)

@@ -154,7 +154,8 @@ def test_reward_model_uses_the_judge_as_soundness(server, embedder):
 
     cfg = NoveltyConfig.from_dict({"judge": {"base_url": server.url, "model": "judge", "retries": 0,
                                              "fallback": "mask", "blind_numbers": False},
-                                   "extract": {"pattern": r"HYP:\s*(.+)"}, "quality": TOY_TEXTS})
+                                   "extract": {"pattern": r"HYP:\s*(.+)", "normalize": False},  # keep markers
+                                   "quality": TOY_TEXTS})
     m = NoveltyReward(cfg, embedder=embedder)
     s = m.score(["t"] * 4, ["HYP: [[score-9]] a", "HYP: [[500]] b", "HYP: [[score-2]] c", "no hypothesis"], 4)
     assert s.components["soundness"][:3] == pytest.approx([0.9, 0.0, 0.2])

@@ -132,8 +132,8 @@ def test_eval_reports_collapse_drift_and_a_bought_judge(embedder, tmp_path):
     assert c["soundness"] == pytest.approx(0.9) and c["soundness_stripped"] == pytest.approx(0.4)
     assert c["judge_number_gain"] == pytest.approx(0.5) and c["judge_primed_gain"] == pytest.approx(0.0)
     # Half the answers are one off-topic line given to every prompt (it mentions water, so it passes for the
-    # drink-more-water prompt: 6 of 10 on topic).
-    assert d["on_topic"] == 0.6 and d["cross_prompt_duplicates"] == 0.5
+    # drink-more-water prompt, and against only 5 prompts the lenient default ramp lets one more through: 7 of 10).
+    assert d["on_topic"] == 0.7 and d["cross_prompt_duplicates"] == 0.5
     runs = {"before": healthy, "collapsed": collapsed, "drifted": drifted}
     lines = verdicts(runs)
     assert [line.split(":")[0] + ":" + line.split(":")[1] for line in lines] == [

@@ -103,7 +103,7 @@ def test_reward_file_runs_inside_openrlhfs_executor_from_many_threads(tmp_path, 
     executor.reward_func = spy
     outputs = run_rollout(executor)
     assert len(threads) > 1  # OpenRLHF called us from several threads at once
-    keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed", "novelty/relevance",
+    keys = {"novelty/quality", "novelty/format", "novelty/soundness", "novelty/judge_failed",
             "novelty/nondegenerate", "novelty/config", "novelty/masked", "novelty/error"}
     for out in outputs:
         assert isinstance(out["reward"], float) and isinstance(out["scores"], float)

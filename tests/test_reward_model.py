@@ -103,6 +103,29 @@ def test_save_and_load_reproduce_scores_exactly(embedder, tmp_path):
     assert a.score(["p"] * 16, SEEN, 4).rewards == b.score(["p"] * 16, SEEN, 4).rewards
 
 
+def test_every_memory_of_the_checks_is_saved_and_restored_exactly(embedder, tmp_path):
+    """Prompt topics, the template memory and the common words are state: a resumed run must not start them
+    fresh (the common words need 2,000 words before fluency is measured at all)."""
+    from openrlhf_novelty.checks import CommonWords
+
+    a = model(embedder, quality={"fluency_weight": 1.0, "relevance_weight": 1.0, "template_threshold": 0.5})
+    prompts = [f"Propose idea number {i} for a city park." for i in range(4)]
+    while a.common.total < CommonWords.MIN_WORDS:
+        a.update(a.score([p for p in prompts for _ in range(4)], SEEN, 4))
+    a.save(tmp_path / "state.pt")
+    b = model(embedder, quality={"fluency_weight": 1.0, "relevance_weight": 1.0, "template_threshold": 0.5})
+    b.load(tmp_path / "state.pt")
+    for part in ("prompts", "templates", "common"):
+        sa, sb = getattr(a, part).state_dict(), getattr(b, part).state_dict()
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert (torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k]), (part, k)
+    probe = ([prompts[0]] * 4, ["zq xv kkj wpp lmn ooq rrt", *SEEN[:3]], 4)
+    ca, cb = a.score(*probe).components, b.score(*probe).components
+    assert ca.keys() == cb.keys() and all(cb[k] == pytest.approx(ca[k], abs=1e-5) for k in ca)  # encoding order
+    assert cb["fluency"][0] == 0.0  # warm after the resume
+
+
 def test_state_from_another_shape_is_refused_with_a_clear_message(embedder, tmp_path):
     a = model(embedder)
     a.update(a.score(["p"] * 4, UNSEEN, 4))

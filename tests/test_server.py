@@ -208,3 +208,30 @@ def test_batcher_leader_returns_once_its_own_item_is_done_under_steady_load():
         stop.set()
         leader.result()
     assert took and took[0] < 0.5  # its own batch (50 ms) and at most a few more, not the whole second of load
+
+
+def test_a_state_snapshot_loses_no_samples_to_an_update_in_between(embedder):
+    """The model's state and the samples pending for it are taken under one lock: an update landing between the
+    two (it moves K pending samples into RND) would leave them in neither."""
+    cfg = NoveltyConfig.from_dict({"rnd": {"warmup_samples": 0},
+                                   "stream": {"update_every": 4, "group_size": 4, "group_timeout": 0}})
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    answers = ANSWERS[1]
+    for a in answers[:3]:  # 3 pending, one short of an update
+        remote(["P\n" + a], ["P\n"], ["A"])
+    model_state, late = remote.model.state_dict, []
+
+    def slow_state_dict():  # the 4th sample arrives while the model's state is being taken
+        out = model_state()
+        late.append(threading.Thread(target=remote, args=(["P\n" + answers[3]], ["P\n"], ["A"])))
+        late[0].start()
+        late[0].join(0.5)
+        return out
+
+    remote.model.state_dict = slow_state_dict
+    snapshot = remote.state_dict()
+    remote.model.state_dict = model_state
+    late[0].join()
+    back = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    back.load_state_dict(snapshot)
+    assert back.model.rnd.obs_rms.count + len(back.stream._pending) == 3

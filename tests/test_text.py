@@ -36,3 +36,36 @@ def test_clean_text_strips_template_residue_and_lone_surrogates():
 )
 def test_extract(text, pattern, fallback, expected):
     assert extract(text, pattern, fallback) == expected
+
+
+def test_surface_form_makes_every_dressed_up_copy_the_same_text():
+    from openrlhf_novelty.attacks import HOMOGLYPHS
+    from openrlhf_novelty.text import surface_form
+
+    clean = 'HYP: Tweets with a concrete number ("3x faster") get more retweets than vague ones.'
+    dressed = ["9 " + clean, "10/10 " + clean, "95% " + clean, "🔥🚀 " + clean + " ✨", "### **" + clean + "**",
+               clean.upper(), "  " + "   ".join(clean.split(" ")) + " \n\n ", clean.translate(HOMOGLYPHS),
+               "\u200b".join(clean), "<b>" + clean + "</b>", "- " + clean, "＜" + clean]  # fullwidth: NFKC
+    assert {surface_form(d) for d in dressed[:-1]} == {surface_form(clean)}
+    assert surface_form(clean) == clean.lower()
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("2*3*4 = 24", "2*3*4 = 24"),  # a leading number followed by arithmetic is content
+    ("\\boxed{12}", "\\boxed{12}"),
+    ("24", "24"),  # a bare number stays: stripping it would leave nothing
+    ("Привет, как дела?", "привет, как дела?"),  # Cyrillic text keeps its letters (only disguise is folded)
+    ("旧手机可以做成监控摄像头", "旧手机可以做成监控摄像头"),
+])
+def test_surface_form_keeps_content(text, kept):
+    from openrlhf_novelty.text import surface_form
+
+    assert surface_form(text) == kept
+
+
+def test_clip_middle_keeps_beginning_and_end():
+    from openrlhf_novelty.text import clip_middle
+
+    assert clip_middle("abc", 10) == "abc"
+    out = clip_middle("A" * 50 + "Z" * 50, 30)
+    assert out.startswith("A" * 20) and out.endswith("Z" * 10) and "[...]" in out
