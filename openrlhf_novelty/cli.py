@@ -98,7 +98,79 @@ def cmd_score(args: argparse.Namespace) -> int:
     print(f"wrote {len(rows)} scored rollouts to {output}")
     print(f"reward = {cfg.reward_quality_weight:g} x quality + {cfg.reward_novelty_coef:g} x gate x novelty "
           f"(gate: {cfg.reward_gate}); novelty = weighted sum of rnd, diversity, archive, bank. Per-sample "
-          "components are in the output file; the README's 'How the reward works' explains each.")
+          "components are in the output file; docs/reward.md explains each.")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from openrlhf_novelty import audit
+    from openrlhf_novelty.attacks import ATTACKS
+    from openrlhf_novelty.reward import NoveltyReward
+
+    if args.group_size < 2 or args.batch_groups < 1 or args.simulate < 0 or args.slots < 1:
+        raise InputError("--group-size must be at least 2, --batch-groups and --slots at least 1, --simulate >= 0")
+    unknown = sorted(set(args.allow) - {a.name for a in ATTACKS})
+    if unknown:
+        raise InputError(f"--allow {', '.join(unknown)}: no such attack (see openrlhf_novelty/attacks.py)")
+    cfg = load_config(args)
+    rows = read_rollouts(args.input, args.group_size)
+    for row in rows:
+        if "sound" in row and not isinstance(row["sound"], bool):
+            raise InputError(f"{args.input} line {row['_line']}: field 'sound' must be true or false")
+        variants = row.get("variants", {})
+        if not isinstance(variants, dict) or not all(isinstance(v, str) for v in variants.values()):
+            raise InputError(f"{args.input} line {row['_line']}: field 'variants' must map names to strings")
+    if not any(audit.honest_slots(rows, args.group_size, any("sound" in r for r in rows))):
+        raise InputError(f"{args.input}: no honest answer to attack (every row marked \"sound\" false, or empty)")
+    model = NoveltyReward(cfg)
+    os.makedirs(args.output_dir, exist_ok=True)
+    cache = rewrite = None
+    if model.judge is not None:
+        from openrlhf_novelty.judge import JudgeUnavailable
+
+        try:
+            model.judge.health_check()
+        except JudgeUnavailable as e:
+            raise InputError(str(e)) from None
+        cache = audit.DiskCache(args.judge_cache or os.path.join(args.output_dir, "judge_cache.jsonl"),
+                                audit.judge_fingerprint(cfg, model.judge))
+        rewrite = audit.lm_rewriter(cfg, model.judge, cache)
+        model.judge = audit.CachedJudge(model.judge, cache)
+    auditor = audit.Auditor(model, args.group_size, rewrite, args.slots)
+    per_batch = args.group_size * args.batch_groups
+    marked = any("sound" in r for r in rows)
+    rounds = sum(min(args.slots, max(len(s) for s in slots)) for start in range(0, len(rows), per_batch)
+                 if any(slots := audit.honest_slots(rows[start:start + per_batch], args.group_size, marked)))
+    try:
+        with tqdm(total=rounds * len(ATTACKS), desc="audit", unit="attack") as bar:
+            auditor.run(rows, args.batch_groups, bar)
+        report = auditor.report(args.seed)
+        report.update(input=args.input, config=args.config or "the default config")
+        report["failures"] = audit.failures(report, args.max_share, tuple(args.allow))
+        report["allowed"] = list(args.allow)
+        if report["honest"]["costly_share"] > audit.HONEST_SHARE:
+            report["failures"].append(f"the checks cost {report['honest']['costly_share']:.1%} of honest answers "
+                                      f"more than {audit.HONEST_COST:g} of their reward (at most "
+                                      f"{audit.HONEST_SHARE:.0%})")
+        if args.simulate:
+            pools = audit.pressure_pools(rows, args.group_size, rewrite,
+                                         view=lambda t: model.extract_texts([t])[0][0])
+            with tqdm(total=2 * args.simulate, desc="GRPO pressure", unit="step") as bar:
+                report["pressure"] = audit.run_pressure(model, pools, args.simulate, args.group_size,
+                                                        args.simulate_lr, args.seed, bar)
+            report["failures"] += audit.pressure_failures(report["pressure"], tuple(args.allow))
+    finally:
+        if cache is not None:
+            cache.save()
+    paths = audit.write_report(report, args.output_dir)
+    print(audit.report_markdown(report), end="")
+    print(f"\nwrote {', '.join(paths)}")
+    if args.fail_on_gain and report["failures"]:
+        print(f"openrlhf-novelty audit: {len(report['failures'])} attack(s) pay: " + "; ".join(report["failures"]),
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -282,6 +354,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-state", help="save RND / archive state here at the end (atomic)")
     add_config_flags(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("audit", help="red-team the reward: score cheap attacks in place of honest answers")
+    p.add_argument("input", help="JSONL rollouts as `score` reads them; rows with \"sound\": true are the honest "
+                   "answers attacked (every row when none is marked); optional \"variants\": {paraphrase, translation}")
+    p.add_argument("--group-size", type=int, default=8, help="samples per prompt (GRPO's n)")
+    p.add_argument("--batch-groups", type=int, default=8, help="prompt groups per rollout batch / training step")
+    p.add_argument("--output-dir", required=True, help="where report.json, report.md and report.png go")
+    p.add_argument("--judge-cache", help="judgments and rewrites remembered across runs (default: "
+                   "OUTPUT_DIR/judge_cache.jsonl)")
+    p.add_argument("--slots", type=int, default=4, help="honest answers attacked per group (one batch per slot)")
+    p.add_argument("--simulate", type=int, default=0, metavar="STEPS",
+                   help="also run GRPO on a softmax policy over the honest answers and their attacks for STEPS steps")
+    p.add_argument("--simulate-lr", type=float, default=1.0, help="the simulated policy's learning rate on its logits")
+    p.add_argument("--fail-on-gain", action="store_true",
+                   help="exit 1 when an attack's mean gain is above 0 beyond its interval, pays on more than "
+                        "--max-share of prompts, or (with --simulate) wins mass under GRPO")
+    p.add_argument("--max-share", type=float, default=0.1, help="the largest share of prompts an attack may pay on")
+    p.add_argument("--allow", action="append", default=[], metavar="ATTACK",
+                   help="an attack known to pay: reported, but --fail-on-gain does not fail on it (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    add_config_flags(p)
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("demo", help="the whole pipeline on SmolLM2 on CPU: generate, judge, score, RND, report")
     p.add_argument("--output-dir", default="runs/demo")
