@@ -344,3 +344,33 @@ def novelty_async_trainer(base, config_dict: dict):
             return training
 
     return NoveltyPPOTrainerAsync
+
+
+def quality_only_rewards(samples, quality_weight: float):
+    """Evaluation samples with their rewards set to the quality the reward file logged (``novelty/quality``, times
+    reward.quality_weight): OpenRLHF's eval_*_pass1 and its best-checkpoint choice average ``rewards``, which
+    without the hook carry a novelty bonus that drifts as RND learns. Samples without it are left alone."""
+    for s in samples:
+        info = s.info if isinstance(s.info, dict) else {}
+        if PREFIX + "quality" in info and s.rewards is not None:
+            s.rewards = torch.tensor([quality_weight * _first(info[PREFIX + "quality"])], dtype=torch.float32)
+    return samples
+
+
+def quality_eval_trainer(base, config_dict: dict):
+    """A subclass of OpenRLHF's PPOTrainer for runs without the hook (the reward file or server adds novelty per
+    sample): evaluation is scored on quality alone, so eval metrics and the best checkpoint do not move with the
+    bonus. Training samples are untouched."""
+
+    class QualityEvalPPOTrainer(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            generate = self.samples_generator.generate_eval_samples
+            weight = NoveltyConfig.from_dict(config_dict).reward_quality_weight
+
+            def generate_eval_samples(**kwargs):
+                return quality_only_rewards(generate(**kwargs), weight)
+
+            self.samples_generator.generate_eval_samples = generate_eval_samples
+
+    return QualityEvalPPOTrainer

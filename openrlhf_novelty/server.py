@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -180,6 +181,11 @@ def run(remote: RemoteReward, host: str, port: int, token: str | None, state_pat
     signal.signal(signal.SIGINT, stop)
     print(f"openrlhf-novelty reward server on {srv.url} (POST /reward, GET /health)"
           f"{', token required' if token else ''}{f', state {state_path}' if state_path else ''}", flush=True)
+    if remote.streaming:
+        print("openrlhf-novelty: warning: rewards include the novelty bonus (stream.update_every > 0), and OpenRLHF's "
+              "own launcher averages rewards for eval_*_pass1 and the best checkpoint: those then move with the "
+              "bonus as RND learns. Compare runs on train/novelty/quality, or launch with python -m "
+              "openrlhf_novelty.train_ppo_ray (evaluation on quality alone)", file=sys.stderr, flush=True)
     start = time.time()
     srv.serve_forever()
     print(f"stopped after {time.time() - start:.0f} s, {remote.calls} samples scored", flush=True)

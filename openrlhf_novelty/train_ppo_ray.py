@@ -87,6 +87,11 @@ def check_openrlhf_args(args, config: NoveltyConfig) -> None:
                   f"{eval_n} per prompt (--eval.n_samples_per_prompt), while a group is stream.group_size = {n}: "
                   f"every evaluation group waits stream.group_timeout ({config.stream_group_timeout:g} s) for "
                   f"samples that never come. Set --eval.n_samples_per_prompt {n}", file=sys.stderr)
+        if args.eval.dataset and args.train.async_enable:
+            print("openrlhf_novelty.train_ppo_ray: warning: without the hook, rewards include the novelty bonus, and "
+                  "async training evaluates outside the trainer this launcher adjusts: eval_*_pass1 and the best "
+                  "checkpoint average quality + bonus there. Compare runs on train/novelty/quality, or use the hook",
+                  file=sys.stderr)
         if args.ckpt.load_enable:
             print("openrlhf_novelty.train_ppo_ray: warning: without the hook the novelty state (RND, archive) is not "
                   "in OpenRLHF's checkpoints: a resumed run starts it fresh in the reward file (the server keeps "
@@ -100,9 +105,12 @@ def install(config: NoveltyConfig) -> None:
     from openrlhf.trainer import ppo_trainer
     from openrlhf.utils import config as openrlhf_config
 
-    from openrlhf_novelty.hook import novelty_async_trainer, novelty_trainer
+    from openrlhf_novelty.hook import novelty_async_trainer, novelty_trainer, quality_eval_trainer
 
     hooked = config.stream_update_every == 0
+    if not hooked:  # rewards carry the bonus: evaluation gets quality alone (the async trainer evaluates elsewhere)
+        base = ppo_trainer.PPOTrainer.__ray_actor_class__
+        ppo_trainer.PPOTrainer = ray.remote(quality_eval_trainer(base, config.to_dict()))
     if hooked:
         base = ppo_trainer.PPOTrainer.__ray_actor_class__  # a @ray.remote class cannot be subclassed directly
         ppo_trainer.PPOTrainer = ray.remote(novelty_trainer(base, config.to_dict()))

@@ -104,7 +104,10 @@ def test_a_streaming_config_runs_openrlhf_without_the_hook(tmp_path, monkeypatch
                                NOVELTY_CONFIG=str(config))
     plain = ppo_trainer.PPOTrainer
     args = run_wrapper(argv[2:], monkeypatch)
-    assert ppo_trainer.PPOTrainer is plain and args.reward.remote_url == ["/path/to/reward_file.py"]
+    trainer = ppo_trainer.PPOTrainer.__ray_actor_class__
+    assert trainer.__name__ == "QualityEvalPPOTrainer" and trainer.__mro__[1] is plain.__ray_actor_class__
+    assert "NoveltyPPOTrainer" not in [c.__name__ for c in trainer.__mro__]  # no hook: novelty would count twice
+    assert args.reward.remote_url == ["/path/to/reward_file.py"]
     assert json.loads(CAPTURED["runtime_env"]["env_vars"]["OPENRLHF_NOVELTY_CONFIG_JSON"])["stream_update_every"] == 256
     assert "OpenRLHF runs without the experience-maker hook" in capsys.readouterr().err
 
@@ -231,3 +234,24 @@ def test_the_async_guard_fails_without_proof_of_the_hook():
     with pytest.raises(RuntimeError, match="not the hooked training actor"):
         check_hooked(SimpleNamespace(_ray_actor_creation_function_descriptor=None))
     check_hooked(SimpleNamespace(novelty_hooked=lambda: True))
+
+
+def test_without_the_hook_evaluation_is_scored_on_quality_alone():
+    """OpenRLHF's eval_*_pass1 and best checkpoint average rewards; without the hook those carry the novelty bonus,
+    which drifts as RND learns. The hookless launcher's trainer hands evaluation the quality the reward file
+    logged instead; a sample without it (another reward function) keeps its reward."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from openrlhf_novelty.hook import quality_eval_trainer
+
+    class Base:  # stands for OpenRLHF's PPOTrainer: what evaluate() reads is samples_generator's output
+        def __init__(self):
+            self.samples_generator = SimpleNamespace(generate_eval_samples=lambda **kw: [
+                SimpleNamespace(rewards=torch.tensor([1.3]), info={"novelty/quality": torch.tensor([0.8])}),
+                SimpleNamespace(rewards=torch.tensor([0.4]), info={})])
+
+    trainer = quality_eval_trainer(Base, {"reward": {"quality_weight": 1.0}})()
+    got = trainer.samples_generator.generate_eval_samples(n_samples_per_prompt=2)
+    assert [round(float(s.rewards[0]), 6) for s in got] == [0.8, 0.4]
