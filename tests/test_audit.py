@@ -86,4 +86,4 @@ def test_the_shipped_corpus_passes_with_the_default_config_and_the_stand_in_judg
 
 
 # Attacks the default config is known not to stop yet, each with its measured reason (docs/gaming.md).
-ALLOWED: list[str] = []
+ALLOWED = ["copy_paraphrase"]  # a rewording below diversity.duplicate_threshold looks like a new idea
