@@ -122,9 +122,7 @@ def lm_rewriter(cfg: NoveltyConfig, judge, cache: DiskCache) -> Callable[[str, s
                 if judge.local is not None:
                     reply = judge.local.sample([ask], 1, 200, 0.0)[0][0]
                 else:
-                    from openrlhf_novelty.judge import _LoopThread
-
-                    reply = _LoopThread.get().run(judge._request(judge.endpoints[0], ask, 300))
+                    reply = judge.transport.ask(ask, 300)
             except Exception as e:  # the attack is skipped for this answer, the audit goes on
                 logger.warning("audit: the judge model could not write a %s (%s)", kind, type(e).__name__)
                 return None

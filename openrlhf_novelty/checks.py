@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from functools import lru_cache
 
 import torch
 
+from openrlhf_novelty.bounded import LRU
 from openrlhf_novelty.metrics import ngrams, tokens
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
@@ -77,7 +78,7 @@ class PromptMemory:
 
     def __init__(self, size: int):
         self.size = size
-        self._emb: OrderedDict[int, torch.Tensor] = OrderedDict()  # prompt embedding
+        self._emb: LRU = LRU(size)  # prompt key -> its embedding
         self._answers: dict[int, tuple[torch.Tensor, int]] = {}  # mean of its relevant answers, how many
         self._lock = threading.Lock()
 
@@ -91,11 +92,8 @@ class PromptMemory:
         new = dict(zip(missing, encode(list(missing.values())).float().cpu())) if missing else {}
         with self._lock:
             for k in keys:
-                if k not in self._emb:
-                    self._emb[k] = new[k]
-                self._emb.move_to_end(k)
-            while len(self._emb) > self.size:
-                self._answers.pop(self._emb.popitem(last=False)[0], None)
+                for gone, _ in self._emb.put(k, self._emb[k] if k in self._emb else new[k]):
+                    self._answers.pop(gone, None)
 
     def observe(self, keys: torch.Tensor, emb: torch.Tensor) -> None:
         """Fold relevant answers (unit rows, with their prompts' keys) into their prompts' topics."""
@@ -135,7 +133,9 @@ class PromptMemory:
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
-            self._emb = OrderedDict((int(k), e.float().clone()) for k, e in zip(state["keys"], state["emb"]))
+            self._emb = LRU(self.size)
+            self._emb.update((int(k), e.float().clone()) for k, e in zip(state["keys"], state["emb"]))
+            self._emb.trim()
             self._answers = {int(k): (m.float().clone(), int(c)) for k, m, c in
                              zip(state.get("answer_keys", []), state.get("answer_mean", []),
                                  state.get("answer_count", []))}
@@ -224,7 +224,7 @@ class LanguageCheck:
 
     def __init__(self, languages: list[str]):
         self.languages = [x.lower() for x in languages]
-        self._prompt_language: OrderedDict[int, str] = OrderedDict()
+        self._prompt_language: LRU = LRU(4096)  # prompt key -> its language, or None
         self._lock = threading.Lock()
 
     def __call__(self, texts: list[str], prompts: list[str], keys: list[int]) -> torch.Tensor:
@@ -246,15 +246,12 @@ class LanguageCheck:
         """The prompt's language, or None when it is too short or mixed to say (cached per prompt)."""
         with self._lock:
             if key in self._prompt_language:
-                self._prompt_language.move_to_end(key)
-                return self._prompt_language[key]
+                return self._prompt_language.hit(key)
         lang, prob = _language_identifier().classify(prompt)
         if sum(ch.isalpha() for ch in prompt) < self.MIN_LETTERS or prob < 0.5:
             lang = None
         with self._lock:
-            self._prompt_language[key] = lang
-            while len(self._prompt_language) > 4096:
-                self._prompt_language.popitem(last=False)
+            self._prompt_language.put(key, lang)
         return lang
 
 
@@ -277,7 +274,7 @@ class TemplateMemory:
 
     def __init__(self, size: int):
         self.size = size
-        self._owners: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._owners: LRU = LRU(size)  # shingle hash -> the last prompts that had it
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -305,9 +302,7 @@ class TemplateMemory:
             for s, k in zip(sets, keys):
                 for h in s:
                     owners = tuple(o for o in self._owners.pop(h, ()) if o != k)
-                    self._owners[h] = (owners + (k,))[-self.OWNERS:]
-            while len(self._owners) > self.size:
-                self._owners.popitem(last=False)
+                    self._owners.put(h, (owners + (k,))[-self.OWNERS:])
 
     def state_dict(self) -> dict:
         with self._lock:
@@ -320,8 +315,10 @@ class TemplateMemory:
 
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
-            self._owners = OrderedDict((int(h), tuple(int(o) for o in row if o >= 0))
-                                       for h, row in zip(state["hashes"], state["owners"]))
+            self._owners = LRU(self.size)
+            self._owners.update((int(h), tuple(int(o) for o in row if o >= 0))
+                                for h, row in zip(state["hashes"], state["owners"]))
+            self._owners.trim()
 
 
 class CommonWords:

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from openrlhf_novelty.bounded import worth_logging
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.reward import PREFIX, NoveltyReward, gate_log_keys, novelty_terms, quality_checks
 from openrlhf_novelty.stream import StreamingNovelty
@@ -100,7 +101,7 @@ class RemoteReward:
             with self._lock:
                 self.errors += 1
                 errors = self.errors
-            if errors <= 10 or errors % 1000 == 0:
+            if worth_logging(errors):
                 logger.warning("novelty reward failed (%d so far), returning 0: %s: %s", errors, type(e).__name__, e,
                                exc_info=errors <= 3)
             logs = {k: [0.0] * n for k in self.log_keys}

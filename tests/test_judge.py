@@ -334,10 +334,10 @@ def test_endpoints_and_samples_of_one_answer_are_asked_at_once():
 def test_the_deadline_bounds_a_call_and_keeps_what_answered(py310, monkeypatch):
     import time
 
-    from openrlhf_novelty import judge as judge_module
+    from openrlhf_novelty import endpoint as transport
 
     if py310:  # the timer fallback: the deadline's cancellation must end a request, not be retried as a timeout
-        monkeypatch.setattr(judge_module, "_ASYNCIO_TIMEOUT", False)
+        monkeypatch.setattr(transport, "_ASYNCIO_TIMEOUT", False)
     with FakeOpenAI() as fast, FakeOpenAI(latency=8.0) as slow:
         j = judge(f"{fast.url},{slow.url}", timeout=30.0, deadline=1.0)
         start = time.monotonic()
@@ -417,7 +417,7 @@ def test_a_slow_partition_ends_at_the_deadline(server, embedder):
 
 
 def test_partition_replies_are_read_strictly():
-    from openrlhf_novelty.judge import combine_partitions, parse_classes
+    from openrlhf_novelty.partition import combine_partitions, parse_classes
 
     assert parse_classes('{"classes": [3, 3, 1, 2]}', 4) == [0, 0, 1, 2]  # numbered by first appearance
     assert parse_classes('Sure: {"classes": ["A", "B", "A"]}', 3) == [0, 1, 0]
