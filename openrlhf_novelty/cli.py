@@ -308,7 +308,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         groups = {n: read_generations(p) for n, p in zip(names, args.input)}
     except ValueError as e:
         raise InputError(str(e)) from None
-    embedder = Embedder(cfg.embed_model, cfg.embed_device, cfg.embed_batch_size, cfg.embed_max_chars)
+    embedder = Embedder.from_config(cfg)
     bank = None
     if cfg.bank_path:
         from openrlhf_novelty.reward import _read_bank

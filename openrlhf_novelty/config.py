@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 # Sections, in the order the reference lists them. A field belongs to the section its name starts with.
-SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "reward", "quality", "judge", "stream",
+SECTIONS = ("embed", "extract", "rnd", "diversity", "archive", "bank", "outcome", "reward", "quality", "judge", "stream",
             "hook")
 
 # Chat-template / EOS residue that decoding with special tokens kept leaves at the end of a response.
@@ -51,8 +51,13 @@ class NoveltyConfig:
     embed_device: str = _f("cpu", "device for the encoder and the RND networks: cpu, cuda, cuda:1, ... (OpenRLHF's "
                            "trainer actor, where the hook runs, has no GPU: keep cpu there)")
     embed_batch_size: int = _f(64, "texts per encoder forward pass", 1, 65536)
-    embed_max_chars: int = _f(4000, "characters kept per text before tokenizing (the model truncates tokens "
-                              "anyway; this bounds the cost of a runaway 1 MB response)", 1, None)
+    embed_max_chars: int = _f(20000, "characters of a text the encoder reads, its beginning and end kept (about "
+                              "5,000 tokens; bounds the cost of a runaway 1 MB response)", 1, None)
+    embed_pooling: Literal["first", "chunks"] = _f("chunks", "chunks: the whole text, as the token-weighted mean "
+                                                   "of its encoder windows (two long answers that open alike still "
+                                                   "differ); first: its first window only (MiniLM: 256 tokens)")
+    embed_max_chunks: int = _f(16, "windows per text with pooling chunks; a longer text is read in this many "
+                               "windows spread evenly over it, first and last included", 1, 4096)
 
     # --- extract: which part of a response is judged novel
     extract_pattern: str = _f("", "regex selecting the part of the response to embed (group 1 if the pattern "
@@ -109,6 +114,21 @@ class NoveltyConfig:
     bank_weight: float = _f(1.0, "weight of the reference-bank term (1 - similarity to the closest known answer)",
                             0, None)
     bank_path: str = _f("", "text file with one known answer per line; empty = no bank term")
+
+    # --- outcome: novelty of the final answer itself (outcome-based exploration), for tasks with one
+    outcome_weight: float = _f(0.0, "weight of the outcome term: how rarely this final answer was given to this "
+                               "prompt in training, and within its group (0 = off; on in examples/configs/math.yaml)",
+                               0, None)
+    outcome_answer: str = _f("boxed", "where the final answer is in the extracted text: boxed (the last \\boxed{}, "
+                             "normalised as math), text (the whole text, case / spacing / punctuation folded), or "
+                             "a regex (group 1, the last match)")
+    outcome_batch_weight: float = _f(0.5, "share of the outcome term from the group (1 - the share of siblings "
+                                     "giving the same answer); the rest is historical, 1 / sqrt(1 + times seen)",
+                                     0, 1)
+    outcome_prompts: int = _f(50000, "prompts whose answer counts are kept (the least recently seen are forgotten)",
+                              1, None)
+    outcome_answers: int = _f(16, "distinct answers counted per prompt (the least recently seen are forgotten)",
+                              1, None)
 
     # --- reward: the formula that combines everything
     reward_quality_weight: float = _f(1.0, "weight of the quality term in the total reward", 0, None)
@@ -257,13 +277,18 @@ class NoveltyConfig:
         lo, hi = self.reward_task_clip if len(self.reward_task_clip) == 2 else (None, None)
         if lo is None or lo > hi:
             raise ConfigError(f"config reward.task_clip: must be [lo, hi] with lo <= hi, got {self.reward_task_clip}")
-        if self.extract_pattern:
-            import re
+        import re
 
+        if not self.outcome_answer:
+            raise ConfigError("config outcome.answer: empty; use boxed, text or a regex")
+        patterns = {"extract.pattern": self.extract_pattern}
+        if self.outcome_answer not in ("boxed", "text"):
+            patterns["outcome.answer"] = self.outcome_answer
+        for name, pattern in patterns.items():
             try:
-                re.compile(self.extract_pattern)
+                re.compile(pattern)
             except re.error as e:
-                raise ConfigError(f"config extract.pattern: not a valid regex ({e})") from None
+                raise ConfigError(f"config {name}: not a valid regex ({e})") from None
         ramp = self.quality_relevance_ramp
         if len(ramp) != 2 or ramp[0] >= ramp[1]:
             raise ConfigError(f"config quality.relevance_ramp: must be [lo, hi] with lo < hi, got {ramp}")

@@ -11,11 +11,11 @@ import logging
 import math
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
 
+from openrlhf_novelty.bounded import LRU, worth_logging
 from openrlhf_novelty.checks import (
     CommonWords,
     LanguageCheck,
@@ -30,6 +30,7 @@ from openrlhf_novelty.checks import (
 )
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.diversity import Archive, class_min, embedding_classes, group_diversity, knn_distance, prompt_key
+from openrlhf_novelty.outcome import OutcomeMemory, final_answer, outcome_term
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
 from openrlhf_novelty.text import clean_text, extract, surface_form
@@ -64,7 +65,8 @@ def novelty_terms(cfg: NoveltyConfig) -> list[str]:
     """The novelty terms this config computes, in order: what adapters log, fixed for the run (a bank path with no
     entries is refused when the model is built, so the path decides)."""
     on = (("rnd", cfg.rnd_weight > 0), ("diversity", cfg.diversity_weight > 0),
-          ("archive", cfg.archive_weight > 0), ("bank", bool(cfg.bank_path) and cfg.bank_weight > 0))
+          ("archive", cfg.archive_weight > 0), ("bank", bool(cfg.bank_path) and cfg.bank_weight > 0),
+          ("outcome", cfg.outcome_weight > 0))
     return [k for k, enabled in on if enabled]
 
 
@@ -84,9 +86,10 @@ def novelty_checks(cfg: NoveltyConfig) -> list[str]:
 
 
 def gate_log_keys(cfg: NoveltyConfig) -> list[str]:
-    """What every path that pays novelty logs besides the terms: the sum, the gate, its conditions, and whether
-    the judge's partition failed (diversity.mode judge)."""
-    return (["novelty", "gate"] + novelty_checks(cfg)
+    """What every path that pays novelty logs besides the terms: the sum, the gate, its conditions, answers with
+    nothing to embed (empty after extraction, or the encoder failed), and whether the judge's partition failed
+    (diversity.mode judge)."""
+    return (["novelty", "gate"] + novelty_checks(cfg) + ["unembedded"]
             + (["partition_failed"] if cfg.diversity_mode == "judge" and cfg.diversity_weight > 0 else []))
 
 
@@ -114,7 +117,7 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
 
         quality = mean_w(format, soundness, task)             (NoveltyReward.quality; 1 when none is configured)
                   x (1 - w_deg (1 - nondegenerate))           junk is not partly good
-        novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank (each term already clipped)
+        novelty = sum_k  w_k * term_k            k in rnd, diversity, archive, bank, outcome (each in [0, 1])
         gate    = ( quality                      multiplicative: novelty pays in proportion to quality
                   | 1[quality >= threshold]      threshold
                   | 1 )                          none
@@ -133,16 +136,17 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
     ``mask`` marks samples whose quality is unknown (a failed judge with fallback ``mask``, a failed reward file):
     they get no quality credit and no novelty credit. ``ideas`` (classes [groups, n], eligible [batch]): the
     near-duplicates of each group (cosine >= diversity.duplicate_threshold); every member is paid the lowest gate
-    and the lowest of each term among them, so a reworded or dressed-up copy never out-earns the copy (the terms
-    come back as paid). Adapters that add novelty to a reward computed elsewhere (the hook) add ``bonus``.
+    and the lowest of each embedding term among them, so a reworded or dressed-up copy never out-earns the copy
+    (the terms come back as paid). The outcome term keeps its own value: it counts final answers, which a copy
+    shares, and two solutions that read alike can still reach different answers. Adapters that add novelty to a reward computed elsewhere (the hook) add ``bonus``.
     """
     weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
-               "bank": cfg.bank_weight}
+               "bank": cfg.bank_weight, "outcome": cfg.outcome_weight}
     gate = quality_gate(cfg, quality, mask, conditions)
     if ideas is not None:  # an idea's near-duplicates earn what its least novel, least open member earns
         classes, eligible = ideas
         g, n = classes.shape
-        novelty_terms = {k: class_min(v.view(g, n), classes, eligible.view(g, n)).reshape(-1)
+        novelty_terms = {k: v if k == "outcome" else class_min(v.view(g, n), classes, eligible.view(g, n)).reshape(-1)
                          for k, v in novelty_terms.items()}
         gate = class_min(gate.view(g, n), classes, eligible.view(g, n)).reshape(-1)
     novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
@@ -176,7 +180,7 @@ class NoveltyReward:
         if embedder is None:
             from openrlhf_novelty.embed import Embedder
 
-            embedder = Embedder(cfg.embed_model, cfg.embed_device, cfg.embed_batch_size, cfg.embed_max_chars)
+            embedder = Embedder.from_config(cfg)
         self.embedder = embedder
         if judge is None and cfg.judge_enabled:
             from openrlhf_novelty.judge import Judge
@@ -188,9 +192,11 @@ class NoveltyReward:
         self.language = LanguageCheck(cfg.quality_languages) if cfg.quality_language_weight > 0 else None
         self.templates = TemplateMemory(TEMPLATE_SHINGLES)
         self.common = CommonWords()
+        self.outcomes = OutcomeMemory(cfg.outcome_prompts, cfg.outcome_answers)  # final answers seen per prompt
         self._watch: dict[str, list[float]] = {}  # check name -> [sum, count, warned]
         self.watch_checks = True  # warn when a check fails on most samples (off where failing is the point: audit)
-        self._emb_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._emb_cache = LRU(EMBED_CACHE)  # answer text -> its embedding
+        self.encode_failures = 0  # encoder calls that raised (their texts got no novelty)
         self._cache_lock = threading.Lock()
         self.step = 0
         self._rnd: RND | None = None
@@ -234,6 +240,10 @@ class NoveltyReward:
             matched.append(ok)
         return texts, matched
 
+    def final_answers(self, texts: list[str]) -> list[str | None]:
+        """The normalised final answer of each extracted text (outcome.answer), None where it gives none."""
+        return [final_answer(t, self.config.outcome_answer) for t in texts]
+
     def score(self, prompts: list[str], responses: list[str], group_size: int,
               task_rewards: list[float] | None = None, soundness: list[float | None] | None = None,
               quality: list[float | None] | None = None,
@@ -268,7 +278,8 @@ class NoveltyReward:
         with self._lock:
             emb = self._encode(texts)
             self._ensure_built(emb.shape[1])
-            valid = torch.tensor([bool(t) for t in texts], device=emb.device)
+            # Text that was embedded: an empty or unencodable text is no idea (no novelty, nobody's sibling).
+            valid = torch.tensor([bool(t) for t in texts], device=emb.device) & (emb.abs().sum(-1) > 0)
             q, parts, mask = self._given_quality(quality) if quality is not None else \
                 self._quality(texts, matched, task_rewards, soundness)
             conditions, pf_shingles = self._conditions(prompts, keys, texts, emb, valid, recent)
@@ -280,8 +291,12 @@ class NoveltyReward:
                 ideas = (embedding_classes(emb.view(-1, group_size, d), cfg.diversity_duplicate_threshold,
                                            eligible.view(-1, group_size).to(emb.device)).cpu(), eligible)
             terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes)
+            if cfg.outcome_weight > 0:
+                terms["outcome"] = outcome_term(self.final_answers(texts), keys.tolist(), eligible, group_size,
+                                                self.outcomes, cfg.outcome_batch_weight)
             out = reward_formula(cfg, self.step, q, terms, mask, conditions, ideas)
             components = {k: v.tolist() for group in (parts, conditions, extra, out) for k, v in group.items()}
+            components["unembedded"] = (~valid).double().tolist()
             if judge_failed is not None:
                 components["judge_failed"] = [float(f) for f in judge_failed]
             relevant = conditions["relevance"] >= 0.5 if "relevance" in conditions else None
@@ -471,18 +486,26 @@ class NoveltyReward:
         return q, parts, mask
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
-        """The texts' embeddings; texts encoded in the last few thousand are not encoded again."""
+        """The texts' embeddings; texts encoded in the last few thousand are not encoded again. When the encoder
+        fails, the texts it could not encode get a zero vector (see _embeddable): a step is never lost to it."""
         with self._cache_lock:
             known = {t: self._emb_cache[t] for t in texts if t in self._emb_cache}
         missing = list(dict.fromkeys(t for t in texts if t not in known))
         if missing or not texts:
-            new = self.embedder.encode(missing)
+            try:
+                new = self.embedder.encode(missing)
+            except Exception as e:  # an encoder out of memory, a lost embedding server
+                self.encode_failures += 1
+                if worth_logging(self.encode_failures):
+                    logger.error("novelty: the encoder failed on %d texts (%d failures so far): %s: %s; they earn "
+                                 "no novelty (novelty/unembedded)", len(missing), self.encode_failures,
+                                 type(e).__name__, e)
+                zero = torch.zeros(self.embedder.dim, device=self.config.embed_device)
+                return torch.stack([known.get(t, zero) for t in texts]) if texts else zero[None][:0]
             known.update(zip(missing, new))
             with self._cache_lock:
                 for t, e in zip(missing, new):
-                    self._emb_cache[t] = e
-                while len(self._emb_cache) > EMBED_CACHE:
-                    self._emb_cache.popitem(last=False)
+                    self._emb_cache.put(t, e)
             if not texts:
                 return new
         return torch.stack([known[t] for t in texts])
@@ -555,6 +578,8 @@ class NoveltyReward:
                     self.templates.add(b.shingles, b.prompt_keys.tolist())
                 if b.texts is not None:
                     self.common.add(b.texts)
+                    if self.config.outcome_weight > 0:  # every answer sampled counts as seen, right or wrong
+                        self.outcomes.add(b.prompt_keys.tolist(), self.final_answers(b.texts))
             self.step += 1
             return stats
 
@@ -572,6 +597,7 @@ class NoveltyReward:
                 "prompts": self.prompts.state_dict(),
                 "templates": self.templates.state_dict(),
                 "common": self.common.state_dict(),
+                "outcomes": self.outcomes.state_dict(),
             }
 
     def load_state_dict(self, state: dict) -> None:
@@ -595,6 +621,8 @@ class NoveltyReward:
                 self.templates.load_state_dict(state["templates"])
             if "common" in state:
                 self.common.load_state_dict(state["common"])
+            if "outcomes" in state:
+                self.outcomes.load_state_dict(state["outcomes"])
             self.step = int(state["step"])
 
     def save(self, path: str | os.PathLike) -> None:

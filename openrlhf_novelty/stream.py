@@ -14,11 +14,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 
 import torch
 
 from openrlhf_novelty.batcher import Batcher
+from openrlhf_novelty.bounded import LRU, worth_logging
 from openrlhf_novelty.config import NoveltyConfig
 from openrlhf_novelty.diversity import group_diversity
 from openrlhf_novelty.reward import NoveltyReward, ScoredBatch, novelty_checks, novelty_terms, reward_formula
@@ -52,7 +53,7 @@ class StreamingNovelty:
 
     def __init__(self, config: NoveltyConfig, model: NoveltyReward):
         self.config, self.model = config, model
-        self._siblings: OrderedDict[int, deque] = OrderedDict()  # group_timeout 0: recent siblings per prompt
+        self._siblings = LRU(config.stream_max_prompts)  # group_timeout 0: prompt key -> its recent siblings
         # Samples scored but not yet learned from: (embedding, prompt key, relevant, prompt-free shingles, text).
         self._pending: list[tuple[torch.Tensor, int, bool, list[int], str]] = []
         self._lock = threading.Lock()
@@ -60,7 +61,7 @@ class StreamingNovelty:
         # Groups scored without some members: key -> [when they started, members still missing]. A member arriving
         # late is scored at once (its siblings were scored already; waiting a whole timeout again would be for
         # nothing), but only as many as were missing: the prompt's next group waits for its siblings as usual.
-        self._timed_out: OrderedDict[tuple[str, str], list] = OrderedDict()
+        self._timed_out = LRU(4096)
         self._open_lock = threading.Lock()
         self.groups_complete = self.groups_timed_out = 0
         # OpenRLHF sends one sample per request from hundreds of rollouts at once: encode them together.
@@ -108,9 +109,7 @@ class StreamingNovelty:
                 if mine:
                     self._close(g)
                     if len(g.items) < n and not g.late:  # a straggler's own group is not waited for again
-                        self._timed_out[g.key] = [g.first, n - len(g.items)]
-                    while len(self._timed_out) > 4096:
-                        self._timed_out.popitem(last=False)
+                        self._timed_out.put(g.key, [g.first, n - len(g.items)])
             if mine:
                 self._run(g)
             g.done.wait()  # another thread is scoring it (bounded: scoring never waits on anything)
@@ -178,7 +177,7 @@ class StreamingNovelty:
                     continue
                 self.groups_timed_out += 1
                 timed_out, total = self.groups_timed_out, self.groups_timed_out + self.groups_complete
-                if timed_out <= 5 or timed_out % 1000 == 0:
+                if worth_logging(timed_out, first=5):
                     logger.warning(
                         "novelty: a group of %d samples (stream.group_size %d) was scored with the siblings present "
                         "after waiting %.0f s for the rest (%d of %d groups so far). If groups of %d keep arriving, "
@@ -227,7 +226,7 @@ class StreamingNovelty:
                 self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
         comps.update({k: out[k].tolist() for k in ("novelty", "gate", "partition_failed") if k in out})
-        comps.update({k: c[k] for k in novelty_checks(cfg)})  # the gate's conditions, as the hook logs them
+        comps.update({k: c[k] for k in novelty_checks(cfg) + ["unembedded"]})  # as the hook logs them
         return out["reward"].tolist(), comps
 
     def _against_siblings(self, scored: ScoredBatch, quality: list[float | None]):
@@ -251,9 +250,8 @@ class StreamingNovelty:
                 sibs = self._siblings[key] = deque(maxlen=cfg.stream_group_size - 1)
             sibs.append(emb[i])
             self._siblings.move_to_end(key)
-        while len(self._siblings) > cfg.stream_max_prompts:
-            self._siblings.popitem(last=False)
-        terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("rnd", "archive", "bank") if k in c}
+        self._siblings.trim()
+        terms = {k: torch.tensor(c[k], dtype=torch.float64) for k in ("rnd", "archive", "bank", "outcome") if k in c}
         if cfg.diversity_weight > 0:
             terms["diversity"] = torch.tensor(div, dtype=torch.float64)
         conditions = {k: torch.tensor(c[k], dtype=torch.float64) for k in novelty_checks(cfg)}
@@ -292,6 +290,6 @@ class StreamingNovelty:
                                      state.get("pending_relevant", torch.zeros(n, dtype=torch.bool)).tolist(),
                                      [t.tolist() for t in state.get("pending_shingles", [torch.zeros(0)] * n)],
                                      state.get("pending_texts", [""] * n)))
-            self._siblings = OrderedDict(
-                (k, deque(list(e), maxlen=self.config.stream_group_size - 1))
-                for k, e in zip(state["sibling_keys"].tolist(), state["siblings"]))
+            self._siblings = LRU(self.config.stream_max_prompts)
+            self._siblings.update((k, deque(list(e), maxlen=self.config.stream_group_size - 1))
+                                  for k, e in zip(state["sibling_keys"].tolist(), state["siblings"]))

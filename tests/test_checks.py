@@ -213,7 +213,8 @@ def test_checks_are_logged_and_a_failing_check_warns_once(embedder, caplog):
 
     cfg = NoveltyConfig()
     assert quality_log_keys(cfg)[1] == "novelty/nondegenerate"
-    assert gate_log_keys(cfg) == ["novelty", "gate", "relevance", "language", "fluency", "shared"]
+    assert gate_log_keys(cfg) == ["novelty", "gate", "relevance", "language", "fluency", "shared",
+                                  "unembedded"]
     assert "relevance" not in gate_log_keys(cfg.replace(quality={"relevance_weight": 0.0}))
     m = NoveltyReward(config(), embedder=embedder)
     with caplog.at_level(logging.WARNING):

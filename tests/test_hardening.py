@@ -380,6 +380,6 @@ def test_a_reward_file_that_cannot_start_logs_every_key_the_others_do(tmp_path, 
     out = module.reward_func(["p HYP: x"], ["p "], [""])
     from openrlhf_novelty.remote import log_keys
 
-    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 16  # group_complete, config, language, fluency too
+    assert sorted(out["extra_logs"]) == sorted(log_keys(cfg)) and len(out["extra_logs"]) == 17  # group_complete, config, language, fluency, unembedded too
     assert out["extra_logs"]["novelty/error"] == 1.0 and out["extra_logs"]["novelty/masked"] == 1.0
     assert out["rewards"] == 0.0

@@ -46,7 +46,7 @@ def test_reward_is_the_formula_on_a_conversational_batch(embedder):
     # No HYP: line: quality 0, and the multiplicative gate pays it no novelty.
     assert rewards[3] == 0.0
     # Compliant answers unlike each other: quality 1 plus 0.5 x their cosine distance (at most 1).
-    assert 1.2 < rewards[4] == rewards[5] <= 1.5
+    assert 1.2 < rewards[4] <= 1.5 and rewards[5] == pytest.approx(rewards[4], abs=1e-6)  # cos(a, b) = cos(b, a)
     # The same numbers as the reward model itself (no second implementation).
     direct = NoveltyReward(f.config, embedder=embedder).score(
         ["Why do tweets spread?"] * 2 + ["Ideas?"] * 2 + ["More ideas?"] * 2, [as_text(c) for c in completions], 2)
@@ -139,7 +139,7 @@ def test_a_failing_embedder_falls_back_to_the_quality_reward(embedder):
         assert f(["a", "a"], ["HYP: one", "nothing"]) == [1.0, 0.0]
     finally:
         f.model.embedder.encode = original
-    assert f.failures == 1 and f.pending == []
+    assert f.failures == 0 and f.model.encode_failures == 1  # absorbed in the reward: the answers are unembedded
 
 
 def test_only_training_batches_are_learned_from(embedder):
