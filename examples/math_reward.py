@@ -1,33 +1,20 @@
-"""A correctness reward in OpenRLHF's reward_func format: 1.0 when the last \\boxed{...} (or, failing that, the last
-number) of the response equals the label. Used as reward.task_func by examples/configs/math.yaml."""
+"""A correctness reward in OpenRLHF's reward_func format: 1.0 when the response's boxed answer equals the label.
+Used as reward.task_func by examples/configs/math.yaml.
 
-import re
-from fractions import Fraction
+The answer is read exactly as the outcome term reads it (``openrlhf_novelty.outcome.final_answer``: every
+\\boxed{} / \\fbox{} of the response, braces balanced, normalised as math; two boxes with different answers are no
+answer). A verifier that read another string than the outcome term would let a policy be graded on one answer and
+paid novelty for another (a second box, a box with nested braces the verifier skipped)."""
 
 import torch
 
-
-def _final_answer(text: str) -> str | None:
-    boxed = re.findall(r"\\boxed\{([^{}]*)\}", text)
-    if boxed:
-        return boxed[-1].strip()
-    numbers = re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)
-    return numbers[-1] if numbers else None
-
-
-def _same(a: str | None, b: str) -> bool:
-    if a is None:
-        return False
-    a, b = a.replace(" ", "").rstrip("."), str(b).replace(" ", "")
-    try:  # numbers compare by value ("1/2" == "0.5"); never eval model output
-        return Fraction(a) == Fraction(b)
-    except (ValueError, ZeroDivisionError):
-        return a == b
+from openrlhf_novelty.outcome import final_answer, normalize_math
 
 
 def reward_func(queries, prompts, labels):
     rewards = []
     for q, p, label in zip(queries, prompts, labels):
         response = q[len(p):] if q.startswith(p) else q
-        rewards.append(1.0 if _same(_final_answer(response), label) else 0.0)
+        answer = final_answer(response, "boxed")
+        rewards.append(1.0 if answer is not None and answer == normalize_math(str(label)) else 0.0)
     return {"rewards": torch.tensor(rewards), "scores": torch.tensor(rewards)}

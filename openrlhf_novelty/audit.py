@@ -338,10 +338,14 @@ def run_pressure(model: NoveltyReward, pools: dict, steps: int, group_size: int,
     from openrlhf_novelty.pressure import simulate
 
     state = model.state_dict()
+    texts = sum(len(pool) for pool in pools.values())
     arms = {}
     for name, cfg in (("configured", model.config), ("quality only", model.config.replace(reward_novelty_coef=0.0))):
         arm = NoveltyReward(cfg, embedder=model.embedder, judge=model.judge)
         arm.watch_checks = False
+        # Every candidate and its prompt-free form stay encoded: the policy draws from all of them every step, and
+        # a cache smaller than that re-encodes most of each step's batch (25 s a step instead of under 1).
+        arm._emb_cache.size = max(arm._emb_cache.size, 2 * texts + 1024)
         arm.load_state_dict(state)
         arms[name] = simulate(arm, pools, steps, group_size, lr, seed, progress)
     return arms

@@ -59,13 +59,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     rows = read_rollouts(args.input, args.group_size)
     model = NoveltyReward(cfg)
-    if model.judge is not None:
-        from openrlhf_novelty.judge import JudgeUnavailable
+    from openrlhf_novelty.judge import JudgeUnavailable
 
-        try:
-            model.judge.health_check()  # a dead endpoint is reported now, not discovered at sample 10,000
-        except JudgeUnavailable as e:
-            raise InputError(str(e)) from None
+    try:
+        model.health_check()  # a dead endpoint is reported now, not discovered at sample 10,000
+    except JudgeUnavailable as e:
+        raise InputError(str(e)) from None
     if args.load_state:
         if not os.path.exists(args.load_state):
             raise InputError(f"--load-state {args.load_state}: no such file")
@@ -127,13 +126,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     model = NoveltyReward(cfg)
     os.makedirs(args.output_dir, exist_ok=True)
     cache = rewrite = None
-    if model.judge is not None:
-        from openrlhf_novelty.judge import JudgeUnavailable
+    from openrlhf_novelty.judge import JudgeUnavailable
 
-        try:
-            model.judge.health_check()
-        except JudgeUnavailable as e:
-            raise InputError(str(e)) from None
+    try:
+        model.health_check()
+    except JudgeUnavailable as e:
+        raise InputError(str(e)) from None
+    if model.judge is not None:
         cache = audit.DiskCache(args.judge_cache or os.path.join(args.output_dir, "judge_cache.jsonl"),
                                 audit.judge_fingerprint(cfg, model.judge))
         rewrite = audit.lm_rewriter(cfg, model.judge, cache)
@@ -297,7 +296,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from openrlhf_novelty.embed import Embedder
+    from openrlhf_novelty.embed import build_embedder
     from openrlhf_novelty.evaluate import evaluate_run, read_generations, write_report
 
     cfg = load_config(args)
@@ -308,7 +307,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         groups = {n: read_generations(p) for n, p in zip(names, args.input)}
     except ValueError as e:
         raise InputError(str(e)) from None
-    embedder = Embedder.from_config(cfg)
+    embedder = build_embedder(cfg)
     bank = None
     if cfg.bank_path:
         from openrlhf_novelty.reward import _read_bank
@@ -321,6 +320,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         judge = Judge(cfg)
         try:
             judge.health_check()
+        except JudgeUnavailable as e:
+            raise InputError(str(e)) from None
+    if hasattr(embedder, "health_check"):  # an embedding server
+        from openrlhf_novelty.judge import JudgeUnavailable
+
+        try:
+            embedder.health_check()
         except JudgeUnavailable as e:
             raise InputError(str(e)) from None
     if cfg.reward_task_func:

@@ -58,6 +58,14 @@ class NoveltyConfig:
                                                    "differ); first: its first window only (MiniLM: 256 tokens)")
     embed_max_chunks: int = _f(16, "windows per text with pooling chunks; a longer text is read in this many "
                                "windows spread evenly over it, first and last included", 1, 4096)
+    embed_base_url: str = _f("", "an OpenAI-compatible embeddings endpoint (vLLM --runner pooling, Hugging Face TEI, "
+                             "OpenAI), e.g. http://host:8001/v1, comma-separated for several; embed.model is the "
+                             "served model's name; empty = the encoder runs in this process")
+    embed_api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the embedding server's API key "
+                                "(never stored or logged)")
+    embed_timeout: float = _f(30.0, "seconds per embeddings request", 0.1, 3600)
+    embed_retries: int = _f(3, "retries after the first try on 429 / 5xx / timeout / connection errors", 0, 100)
+    embed_concurrency: int = _f(8, "embeddings requests in flight at once per process", 1, 100000)
 
     # --- extract: which part of a response is judged novel
     extract_pattern: str = _f("", "regex selecting the part of the response to embed (group 1 if the pattern "
@@ -119,8 +127,8 @@ class NoveltyConfig:
     outcome_weight: float = _f(0.0, "weight of the outcome term: how rarely this final answer was given to this "
                                "prompt in training, and within its group (0 = off; on in examples/configs/math.yaml)",
                                0, None)
-    outcome_answer: str = _f("boxed", "where the final answer is in the extracted text: boxed (the last \\boxed{}, "
-                             "normalised as math), text (the whole text, case / spacing / punctuation folded), or "
+    outcome_answer: str = _f("boxed", "where the final answer is in the extracted text: boxed (the \\boxed{} "
+                             "answer normalised as math; boxes that disagree are no answer), text (the whole text, case / spacing / punctuation folded), or "
                              "a regex (group 1, the last match)")
     outcome_batch_weight: float = _f(0.5, "share of the outcome term from the group (1 - the share of siblings "
                                      "giving the same answer); the rest is historical, 1 / sqrt(1 + times seen)",

@@ -102,14 +102,36 @@ def elliptical(emb: torch.Tensor, eligible: torch.Tensor, lam: float) -> torch.T
     return torch.stack(out).to(emb.dtype)
 
 
-def embedding_classes(emb: torch.Tensor, threshold: float, eligible: torch.Tensor | None = None) -> torch.Tensor:
+def embedding_classes(emb: torch.Tensor, threshold: float, eligible: torch.Tensor | None = None,
+                      sims: torch.Tensor | None = None) -> torch.Tensor:
     """[g, n] class labels (the first member's index) of ``emb`` [g, n, dim]: samples linked by a chain of pairs at
-    cosine >= threshold share a class; an ineligible sample is a class of its own."""
+    cosine >= threshold share a class; an ineligible sample is a class of its own. ``sims`` [g, n, n]: the pairs'
+    similarity, if not the embeddings' cosine (``idea_similarity``)."""
     g, n, _ = emb.shape
-    linked = (emb @ emb.transpose(1, 2)) >= threshold
+    linked = (emb @ emb.transpose(1, 2) if sims is None else sims) >= threshold
     if eligible is not None:
         linked = linked & eligible[:, :, None] & eligible[:, None, :]
     return same_cluster(torch.where(linked, 1.0, -1.0), 0.0).float().argmax(-1)
+
+
+def idea_similarity(emb: torch.Tensor, shingles: list[list[int]], min_shingles: int = 4) -> torch.Tensor:
+    """[g, n, n] similarity of each group's pairs for the near-duplicate check: the cosine of their embeddings, or,
+    if more, how much of one answer's wording is inside the other (the share of its word 3-shingles the other has;
+    answers with fewer than ``min_shingles`` are too short to tell). A sibling's copy with a long preface or
+    appendix embeds far from it (cosine 0.70 measured: an embedding averages what it reads) while all of its wording
+    is the sibling's: by the cosine alone it passed as a new idea and took the whole diversity bonus."""
+    g, n, _ = emb.shape
+    sims = emb @ emb.transpose(1, 2)
+    sets = [set(s) for s in shingles]
+    for gi in range(g):
+        group = sets[gi * n:(gi + 1) * n]
+        for i in range(n):
+            for j in range(n):
+                if i != j and len(group[i]) >= min_shingles:
+                    inside = len(group[i] & group[j]) / len(group[i])
+                    if inside > sims[gi, i, j]:
+                        sims[gi, i, j] = sims[gi, j, i] = inside
+    return sims
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

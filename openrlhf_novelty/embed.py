@@ -37,6 +37,15 @@ def resolve_model(name: str) -> str:
     return os.path.expanduser(name)
 
 
+def build_embedder(cfg):
+    """The encoder a config asks for: the embedding server at embed.base_url, or the model in this process."""
+    if cfg.embed_base_url:
+        from openrlhf_novelty.embed_remote import RemoteEmbedder
+
+        return RemoteEmbedder(cfg)
+    return Embedder.from_config(cfg)
+
+
 class Embedder:
     """Lazily loaded sentence-transformers model; ``encode`` is safe to call from several threads."""
 

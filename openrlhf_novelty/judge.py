@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from openrlhf_novelty.bounded import LRU, worth_logging
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.endpoint import Endpoints, JudgeUnavailable, LoopThread, time_left
+from openrlhf_novelty.endpoint import Endpoints, JudgeUnavailable, LoopThread, Settings, time_left
 from openrlhf_novelty.lm import ChatLM
 from openrlhf_novelty.partition import PARTITION_RUBRICS, Partitioner
 from openrlhf_novelty.text import clip_middle
@@ -156,7 +156,7 @@ class Judge:
         self.view = blind_numbers if config.judge_blind_numbers else quoted
         self.stats = JudgeStats()
         self._lock = threading.Lock()
-        self.transport = Endpoints(config, self.stats, self._lock)
+        self.transport = Endpoints(Settings.judge(config), self.stats, self._lock)
         self.local = ChatLM.shared(config.judge_local_path, config.judge_local_device) if config.judge_local_path \
             else None
         self.partitions = Partitioner(
@@ -334,8 +334,9 @@ class Judge:
         with self._lock:
             self.stats.judged += 1
         # A local judge never comes here: ajudge_many batches it.
-        scores, missed, asked = await self.transport.ask_everyone(self._rubric(prompt, response), parse_score,
-                                                                  deadline)
+        scores, missed, asked = await self.transport.ask_everyone(
+            self._rubric(prompt, response), parse_score, deadline, self.config.judge_max_tokens,
+            self.config.judge_samples)
         if missed:
             with self._lock:
                 self.stats.deadline_misses += 1

@@ -31,40 +31,45 @@ _NUMBER = re.compile(r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?")
 _PUNCT = re.compile(r"[^\w\s]")
 
 
-def boxed(text: str) -> str | None:
-    r"""The content of the last \boxed{...} (or \fbox{...}), braces balanced; None when there is none."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1:j]
-    return None  # unbalanced: no answer rather than a guess
+def boxes(text: str) -> list[str] | None:
+    r"""The contents of every \boxed{...} / \fbox{...}, braces balanced, in order; None when one is malformed (no
+    brace right after it, or unbalanced): no answer rather than a guess."""
+    found = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*", text):
+        i = m.end()
+        if i >= len(text) or text[i] != "{":
+            return None  # "\boxed 9{x}": not a box a reader can trust
+        depth = 0
+        for j in range(i, len(text)):
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if depth == 0:
+                found.append(text[i + 1:j])
+                break
+        else:
+            return None
+    return found
 
 
 def normalize_math(answer: str) -> str:
     r"""A math answer in one form: LaTeX spacing and wrappers removed, \frac{a}{b} as a/b, a number (or a ratio of
     two) as its value, so '\dfrac{1}{2}', '1/2', '0.5' and '0.50' are one answer."""
-    s = _LATEX_NOISE.sub("", answer)
+    s = _LATEX_NOISE.sub("", answer).replace("\u2212", "-")  # a Unicode minus is a minus
+    s = re.sub(r"(?<=\d)_(?=\d)", "", s)  # Python reads 1_5 as 15, so must we
     for _ in range(3):  # nested wrappers and fractions
         s = _WRAPPER.sub(r"\1", s)
         s = _FRAC.sub(r"(\1)/(\2)", s)
         s = _SQRT.sub(r"sqrt(\1)", s)
     s = re.sub(r"\^\{?\\circ\}?|°", "", s).replace("\\%", "").replace("%", "")
     s = "".join(s.split()).rstrip(".").lower()
-    for _ in range(3):  # parentheses around a single atom say nothing: (sqrt(3))/(2) is sqrt3/2
-        s = re.sub(r"\(([\w.]+)\)", r"\1", s)
+    s = re.sub(r"\^\{([^{}]*)\}", r"**(\1)", s).replace("^", "**")  # 2^{3} and 2^3 are one power
+    for _ in range(3):  # brackets around a single atom say nothing: (sqrt(3))/(2) is sqrt3/2, {4} is 4
+        s = re.sub(r"[({]([\w.]+)[)}]", r"\1", s)
     s = re.sub(r"^[a-z]\s*=", "", s)  # "x = 3" is the answer 3
     # A number with a unit word is the number: "3 apples" and "3" are one answer, or a policy could vary units.
     s = re.sub(r"^([-+]?[\d.,/]+)[a-z]+$", r"\1", s)
     value = _number(s)
     if value is not None:
-        return f"{value:.10g}"
+        return f"{value + 0.0:.10g}"  # + 0.0: -0 is 0
     return s
 
 
@@ -87,14 +92,14 @@ def normalize_text(answer: str) -> str:
 
 
 def final_answer(text: str, how: str) -> str | None:
-    r"""The normalised final answer of an (extracted) text, or None when it gives none. ``how``: ``boxed`` (the last
-    \boxed{}, normalised as math), ``text`` (the whole text, folded) or a regex (group 1 if it has one, else the
+    r"""The normalised final answer of an (extracted) text, or None when it gives none. ``how``: ``boxed`` (its
+    \boxed{} answer, normalised as math; boxes that disagree are none), ``text`` (the whole text, folded) or a regex (group 1 if it has one, else the
     match; the last match wins, folded, and normalised as math when it reads as a number)."""
     if not text:
         return None
-    if how == "boxed":
-        found = boxed(text)
-        return normalize_math(found) if found and found.strip() else None
+    if how == "boxed":  # every box must give the same answer: a second box is no second answer to count
+        found = {normalize_math(b) for b in boxes(text) or [] if b.strip()}
+        return found.pop() if len(found) == 1 else None
     if how == "text":
         return normalize_text(text) or None
     matches = list(re.finditer(how, text))

@@ -108,7 +108,8 @@ class Partitioner:
         """(the readable labelings of endpoints x judge.samples, how many requests were unanswered at deadline)."""
         parse = lambda reply: parse_classes(reply, n)  # noqa: E731
         if self.local is None:
-            found, missed, _ = await self.ask(text, parse, deadline)
+            found, missed, _ = await self.ask(text, parse, deadline, self.config.judge_max_tokens,
+                                              self.config.judge_samples)
             return found, missed
         # In-process, like the local soundness judge: not bounded by the deadline.
         cfg = self.config

@@ -29,7 +29,15 @@ from openrlhf_novelty.checks import (
     shingles,
 )
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.diversity import Archive, class_min, embedding_classes, group_diversity, knn_distance, prompt_key
+from openrlhf_novelty.diversity import (
+    Archive,
+    class_min,
+    embedding_classes,
+    group_diversity,
+    idea_similarity,
+    knn_distance,
+    prompt_key,
+)
 from openrlhf_novelty.outcome import OutcomeMemory, final_answer, outcome_term
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
@@ -137,8 +145,9 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
     they get no quality credit and no novelty credit. ``ideas`` (classes [groups, n], eligible [batch]): the
     near-duplicates of each group (cosine >= diversity.duplicate_threshold); every member is paid the lowest gate
     and the lowest of each embedding term among them, so a reworded or dressed-up copy never out-earns the copy
-    (the terms come back as paid). The outcome term keeps its own value: it counts final answers, which a copy
-    shares, and two solutions that read alike can still reach different answers. Adapters that add novelty to a reward computed elsewhere (the hook) add ``bonus``.
+    (the terms come back as paid). The outcome term of an extracted answer (boxed, a regex) keeps its own value:
+    it counts final answers, which a copy shares, and two solutions that read alike can still reach different
+    answers; with outcome.answer text the answer is the whole text, so a one-word edit of a copy is its idea. Adapters that add novelty to a reward computed elsewhere (the hook) add ``bonus``.
     """
     weights = {"rnd": cfg.rnd_weight, "diversity": cfg.diversity_weight, "archive": cfg.archive_weight,
                "bank": cfg.bank_weight, "outcome": cfg.outcome_weight}
@@ -146,7 +155,8 @@ def reward_formula(cfg: NoveltyConfig, step: int, quality: torch.Tensor, novelty
     if ideas is not None:  # an idea's near-duplicates earn what its least novel, least open member earns
         classes, eligible = ideas
         g, n = classes.shape
-        novelty_terms = {k: v if k == "outcome" else class_min(v.view(g, n), classes, eligible.view(g, n)).reshape(-1)
+        own = {"outcome"} if cfg.outcome_answer != "text" else set()  # an extracted answer is counted as itself
+        novelty_terms = {k: v if k in own else class_min(v.view(g, n), classes, eligible.view(g, n)).reshape(-1)
                          for k, v in novelty_terms.items()}
         gate = class_min(gate.view(g, n), classes, eligible.view(g, n)).reshape(-1)
     novelty = sum((weights[k] * v for k, v in novelty_terms.items()), torch.zeros_like(quality))
@@ -178,9 +188,9 @@ class NoveltyReward:
     def __init__(self, config: NoveltyConfig | None = None, embedder=None, judge=None):
         self.config = cfg = config or NoveltyConfig()
         if embedder is None:
-            from openrlhf_novelty.embed import Embedder
+            from openrlhf_novelty.embed import build_embedder
 
-            embedder = Embedder.from_config(cfg)
+            embedder = build_embedder(cfg)
         self.embedder = embedder
         if judge is None and cfg.judge_enabled:
             from openrlhf_novelty.judge import Judge
@@ -230,6 +240,14 @@ class NoveltyReward:
 
     def novelty_terms(self) -> list[str]:
         return novelty_terms(self.config)
+
+    def health_check(self) -> None:
+        """Ask the judge and the embedding server, if configured, once at start-up: a dead endpoint raises a
+        one-line JudgeUnavailable now rather than being discovered at sample 10,000."""
+        if self.judge is not None:
+            self.judge.health_check()
+        if hasattr(self.embedder, "health_check"):
+            self.embedder.health_check()
 
     def extract_texts(self, responses: list[str]) -> tuple[list[str], list[bool]]:
         cfg = self.config
@@ -288,8 +306,9 @@ class NoveltyReward:
             ideas = None
             if cfg.diversity_duplicate_threshold <= 1:  # near-duplicates within a group: one idea
                 d = emb.shape[1]
+                sims = idea_similarity(emb.view(-1, group_size, d), pf_shingles)
                 ideas = (embedding_classes(emb.view(-1, group_size, d), cfg.diversity_duplicate_threshold,
-                                           eligible.view(-1, group_size).to(emb.device)).cpu(), eligible)
+                                           eligible.view(-1, group_size).to(emb.device), sims).cpu(), eligible)
             terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes)
             if cfg.outcome_weight > 0:
                 terms["outcome"] = outcome_term(self.final_answers(texts), keys.tolist(), eligible, group_size,
@@ -505,7 +524,8 @@ class NoveltyReward:
             known.update(zip(missing, new))
             with self._cache_lock:
                 for t, e in zip(missing, new):
-                    self._emb_cache.put(t, e)
+                    if e.any():  # an embedding server's zero row is a failure: ask again next time
+                        self._emb_cache.put(t, e)
             if not texts:
                 return new
         return torch.stack([known[t] for t in texts])

@@ -121,11 +121,10 @@ def _get_remote():
                 config = config_from_env()
                 _check_pool(config)
                 remote = RemoteReward(config)
-                if remote.model.judge is not None:
-                    try:
-                        remote.model.judge.health_check()
-                    except Exception as e:  # say it loudly, once; the judge's fallback keeps rewards flowing
-                        _logger.error("novelty judge health check failed: %s", e)
+                try:
+                    remote.model.health_check()
+                except Exception as e:  # say it loudly, once; the fallbacks keep rewards flowing
+                    _logger.error("novelty health check failed (the judge or the embedding server): %s", e)
                 _remote = remote
     return _remote
 

@@ -169,8 +169,7 @@ def _handler(server: RewardServer):
 
 def run(remote: RemoteReward, host: str, port: int, token: str | None, state_path: str | None, save_every: float,
         max_body: int) -> None:
-    if remote.model.judge is not None:
-        remote.model.judge.health_check()  # a dead judge is reported now, not at sample 10,000
+    remote.model.health_check()  # a dead judge or embedding server is reported now, not at sample 10,000
     srv = RewardServer(remote, host, port, token, state_path, save_every, max_body)
 
     def stop(signum, frame):

@@ -16,8 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class FakeOpenAI:
-    def __init__(self, latency: float = 0.0, slow_seconds: float = 3.0):
+    def __init__(self, latency: float = 0.0, slow_seconds: float = 3.0, encode=None):
         self.latency, self.slow_seconds = latency, slow_seconds
+        self.encode = encode  # texts -> [n, dim] tensor: /v1/embeddings answers with it
+        self.batches: list[int] = []  # the size of each embeddings request
         self.counts: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -45,6 +47,8 @@ class FakeOpenAI:
 
             def answer(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path.endswith("/embeddings"):
+                    return self.embeddings(body)
                 content = body["messages"][-1]["content"]
                 m = re.search(r"\[\[([\w-]+)\]\]", body.get("model", "") + content)
                 marker = m.group(1) if m else "json"
@@ -77,6 +81,30 @@ class FakeOpenAI:
                                  "choices": [{"index": 0, "finish_reason": "stop",
                                               "message": {"role": "assistant", "content": text}}],
                                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+            def embeddings(self, body):
+                """Vectors from ``encode``; a text with [[refuse]] gets its whole request a 400 (a text over
+                the context), [[500]] a 500 ([[500-once]]: the first time that text is sent), [[short]] one
+                vector too few."""
+                texts = body["input"]
+                joined = " ".join(texts)
+                with server.lock:
+                    server.counts["embeddings"] += 1
+                    server.batches.append(len(texts))
+                    server.seen[joined] += 1
+                    if "[[500-once]]" in joined and server.seen[joined] == 1:
+                        joined += " [[500]]"
+                if server.latency:
+                    time.sleep(server.latency)
+                if "[[refuse]]" in joined:
+                    return self.reply(400, {"error": {"message": "input is longer than the model's context"}})
+                if "[[500]]" in joined:
+                    return self.reply(500, {"error": {"message": "boom"}})
+                vectors = server.encode(texts).tolist()
+                if "[[short]]" in joined:
+                    vectors = vectors[:-1]
+                data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+                self.reply(200, {"object": "list", "data": data[::-1], "model": body["model"]})  # any order
 
             def reply(self, status, payload):
                 data = json.dumps(payload).encode()

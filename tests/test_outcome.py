@@ -22,7 +22,8 @@ from tests.conftest import TOY_TEXTS
     (r"\boxed{\frac{\sqrt{3}}{2}}", "sqrt3/2"),
     (r"\boxed{\sqrt{3}/2}", "sqrt3/2"),
     (r"\boxed{\left( 1, 2 \right)}", "(1,2)"),
-    (r"first \boxed{4}, then \boxed{5}", "5"),  # the last box is the answer
+    (r"first \boxed{4}, then \boxed{5}", None),  # two answers are none
+    (r"\boxed{4}, that is \boxed{4.0}", "4"),  # one answer, boxed twice
     (r"\boxed{}", None), ("no box at all", None), (r"\boxed{4", None),  # no answer is not a guess
 ])
 def test_a_boxed_answer_is_read_in_one_form(text, expected):
@@ -148,3 +149,69 @@ def test_an_answer_the_encoder_cannot_embed_earns_no_novelty_and_is_counted(embe
     before = float(m.rnd.obs_rms.count)
     m.update(s)  # nothing unembedded is learned from: RND's normalizer sees the one embedded answer
     assert float(m.rnd.obs_rms.count) == pytest.approx(before + 1)
+
+
+@pytest.mark.parametrize("text", [
+    r"\boxed{4} \fbox{7}", r"\boxed{4}. Check: \boxed{\frac{3}{7}}", r"\boxed{4} \boxed 9{x}",  # a second answer
+])
+def test_a_second_box_is_no_second_answer(text):
+    """Found by the adversary: the outcome term counted a junk second box the verifier never read (+0.13)."""
+    assert final_answer(text, "boxed") is None
+
+
+@pytest.mark.parametrize("text, label, right", [
+    (r"\boxed{4}", "4", 1.0), (r"\boxed{\text{qzv} 4}", "4", 0.0), (r"\boxed{{4}}", "4", 1.0),
+    (r"\boxed{1_5}", "15", 1.0), (r"so \boxed{\frac{1}{2}}", "0.5", 1.0), (r"\boxed{4} \fbox{7}", "4", 0.0),
+    ("the answer is 4", "4", 0.0),  # no box: not the last number
+])
+def test_the_math_verifier_grades_the_answer_the_outcome_term_counts(text, label, right):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "math_reward.py"
+    spec = importlib.util.spec_from_file_location("math_reward", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.reward_func(["Q " + text], ["Q "], [label])["rewards"].tolist() == [right]
+    if right:  # graded right on exactly the string the outcome term counts
+        assert final_answer(text, "boxed") == final_answer(rf"\boxed{{{label}}}", "boxed")
+
+
+def test_forms_python_or_latex_read_alike_are_one_answer():
+    assert {final_answer(t, "boxed") for t in [r"\boxed{15}", r"\boxed{1_5}", r"\boxed{15.0}"]} == {"15"}
+    assert {final_answer(t, "boxed") for t in [r"\boxed{0}", r"\boxed{-0}"]} == {"0"}
+    assert {final_answer(t, "boxed") for t in [r"\boxed{2^3}", r"\boxed{2^{3}}"]} == {"2**3"}
+    assert final_answer("\\boxed{\u22124}", "boxed") == "-4"
+
+
+def test_with_text_answers_a_one_word_edit_of_a_copy_is_its_idea(embedder):
+    m = reward(embedder, answer="text", batch_weight=1.0)
+    a = "Turn the old phone into a home security camera with a free app."
+    group = [a, a, a.replace("free", "cheap"), "Use the phone as a dedicated music player in the kitchen."]
+    out = m.score(["Old phone?"] * 4, group, 4).components["outcome"]
+    assert out[2] == pytest.approx(out[0]) and out[3] == 1.0  # the edit earns what the copies earn
+
+
+STORY = ("The lighthouse keeper found a bottle on the rocks one grey morning. Inside was a letter written in his own "
+         "hand, dated forty years in the future, asking him to leave the lamp dark on the night of the storm. He "
+         "spent the day arguing with the sea about it, and at dusk he climbed the stairs, sat beside the lamp, and "
+         "did not light it. Three ships turned back from the harbour and anchored safely in the bay.")
+AFTERWORD = " ".join(["Afterword: stories about lighthouses often use the lamp as a symbol of duty, and the keeper's "
+                      "choice between rules and conscience is a theme that readers recognise from many coastal "
+                      "tales, legends and ballads passed down by sailors and their families."] * 6)
+
+
+@pytest.mark.parametrize("where", ["appendix", "preface"])
+def test_a_copy_with_a_long_appendix_or_preface_is_still_its_siblings_idea(embedder, where):
+    """Found by the adversary: a sibling's copy padded with a long appendix (new with pooling chunks) or preface
+    embeds far from it on average, and was paid as a new idea (+0.13). All of its wording is the sibling's."""
+    padded = STORY + " " + AFTERWORD if where == "appendix" else AFTERWORD + " " + STORY
+    cfg = NoveltyConfig.from_dict({"quality": TOY_TEXTS, "archive": {"weight": 0}})
+    m = NoveltyReward(cfg, embedder=embedder)
+    other = ["A robot learns to paint by copying the sunsets it sees from a factory roof.",
+             "Two rival bakers swap recipes by mistake and both win the village fair."]
+    s = m.score(["Write a short story."] * 4, [STORY, *other, padded], 4)
+    emb = embedder.encode([STORY, padded])
+    assert float(emb[0] @ emb[1]) < cfg.diversity_duplicate_threshold  # the embedding alone calls it a new idea
+    c = s.components
+    assert c["diversity"][3] == pytest.approx(c["diversity"][0]) and c["bonus"][3] <= c["bonus"][0] + 1e-9
