@@ -335,17 +335,18 @@ def pressure_pools(rows: list[dict], group_size: int, rewrite=None, attacks: tup
 def run_pressure(model: NoveltyReward, pools: dict, steps: int, group_size: int, lr: float, seed: int,
                  progress=None) -> dict:
     """The simulation for the configured reward and for a quality-only arm, from the same state."""
+    from openrlhf_novelty.bounded import LRU
     from openrlhf_novelty.pressure import simulate
 
     state = model.state_dict()
-    texts = sum(len(pool) for pool in pools.values())
+    # Every candidate and its prompt-free form stay encoded, for both arms: the policy draws from all of them every
+    # step, and a cache smaller than that re-encodes most of each step's batch (25 s a step instead of under 1).
+    encoded = LRU(2 * sum(len(pool) for pool in pools.values()) + 1024)
     arms = {}
     for name, cfg in (("configured", model.config), ("quality only", model.config.replace(reward_novelty_coef=0.0))):
         arm = NoveltyReward(cfg, embedder=model.embedder, judge=model.judge)
         arm.watch_checks = False
-        # Every candidate and its prompt-free form stay encoded: the policy draws from all of them every step, and
-        # a cache smaller than that re-encodes most of each step's batch (25 s a step instead of under 1).
-        arm._emb_cache.size = max(arm._emb_cache.size, 2 * texts + 1024)
+        arm._emb_cache = encoded
         arm.load_state_dict(state)
         arms[name] = simulate(arm, pools, steps, group_size, lr, seed, progress)
     return arms

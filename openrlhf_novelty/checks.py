@@ -225,6 +225,7 @@ class LanguageCheck:
     def __init__(self, languages: list[str]):
         self.languages = [x.lower() for x in languages]
         self._prompt_language: LRU = LRU(4096)  # prompt key -> its language, or None
+        self._answer_languages: LRU = LRU(4096)  # answer text -> {language: probability >= 0.001}
         self._lock = threading.Lock()
 
     def __call__(self, texts: list[str], prompts: list[str], keys: list[int]) -> torch.Tensor:
@@ -238,9 +239,19 @@ class LanguageCheck:
             if allowed == [None]:  # the prompt's own language is unclear: nothing to hold the answer to
                 out.append(1.0)
                 continue
-            probs = dict(ident.rank(text))
+            probs = self._languages_of(text, ident)
             out.append(float(sum(probs.get(x, 0.0) for x in allowed) >= self.FLOOR))
         return torch.tensor(out, dtype=torch.float64)
+
+    def _languages_of(self, text: str, ident) -> dict[str, float]:
+        """The languages the text may be in (cached: GRPO samples repeat, and ranking costs ~0.5 ms a text)."""
+        with self._lock:
+            known = self._answer_languages.hit(text)
+        if known is None:
+            known = {lang: p for lang, p in ident.rank(text) if p >= 0.001}
+            with self._lock:
+                self._answer_languages.put(text, known)
+        return known
 
     def _language_of(self, prompt: str, key: int) -> str | None:
         """The prompt's language, or None when it is too short or mixed to say (cached per prompt)."""
