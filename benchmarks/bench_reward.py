@@ -57,9 +57,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--memory-batches", type=int, default=200)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a config override")
     args = ap.parse_args()
 
-    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}})
+    cfg = NoveltyConfig.from_dict({"extract": {"pattern": r"HYP:\s*(.+)"}}).with_overrides(args.set)
     model = NoveltyReward(cfg)
     size = args.prompts * args.n
     prompts = [f"prompt {i // args.n}" for i in range(size)]
