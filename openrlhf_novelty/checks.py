@@ -92,8 +92,13 @@ class PromptMemory:
         new = dict(zip(missing, encode(list(missing.values())).float().cpu())) if missing else {}
         with self._lock:
             for k in keys:
-                for gone, _ in self._emb.put(k, self._emb[k] if k in self._emb else new[k]):
-                    self._answers.pop(gone, None)
+                if k in self._emb:
+                    self._emb.move_to_end(k)
+                elif new[k].any():  # a zero row is an embedding server's failure: encoded again next time
+                    self._emb[k] = new[k]
+            # Forget the least recent, but never a prompt of this batch (a batch may hold more than `size`).
+            while len(self._emb) > max(self.size, len(set(keys))):
+                self._answers.pop(self._emb.popitem(last=False)[0], None)
 
     def observe(self, keys: torch.Tensor, emb: torch.Tensor) -> None:
         """Fold relevant answers (unit rows, with their prompts' keys) into their prompts' topics."""
@@ -225,7 +230,7 @@ class LanguageCheck:
     def __init__(self, languages: list[str]):
         self.languages = [x.lower() for x in languages]
         self._prompt_language: LRU = LRU(4096)  # prompt key -> its language, or None
-        self._answer_languages: LRU = LRU(4096)  # answer text -> {language: probability >= 0.001}
+        self._answer_languages: LRU = LRU(4096)  # answer digest -> {language: probability >= 0.001}
         self._lock = threading.Lock()
 
     def __call__(self, texts: list[str], prompts: list[str], keys: list[int]) -> torch.Tensor:
@@ -245,12 +250,13 @@ class LanguageCheck:
 
     def _languages_of(self, text: str, ident) -> dict[str, float]:
         """The languages the text may be in (cached: GRPO samples repeat, and ranking costs ~0.5 ms a text)."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()  # not the text: bounded
         with self._lock:
-            known = self._answer_languages.hit(text)
+            known = self._answer_languages.hit(key)
         if known is None:
             known = {lang: p for lang, p in ident.rank(text) if p >= 0.001}
             with self._lock:
-                self._answer_languages.put(text, known)
+                self._answer_languages.put(key, known)
         return known
 
     def _language_of(self, prompt: str, key: int) -> str | None:

@@ -121,17 +121,17 @@ def idea_similarity(emb: torch.Tensor, shingles: list[list[int]], min_shingles: 
     appendix embeds far from it (cosine 0.70 measured: an embedding averages what it reads) while all of its wording
     is the sibling's: by the cosine alone it passed as a new idea and took the whole diversity bonus."""
     g, n, _ = emb.shape
-    sims = emb @ emb.transpose(1, 2)
     sets = [set(s) for s in shingles]
+    inside = torch.zeros(g, n, n)  # [i, j]: the share of i's shingles found in j (built on the CPU: no syncs)
     for gi in range(g):
         group = sets[gi * n:(gi + 1) * n]
         for i in range(n):
-            for j in range(n):
-                if i != j and len(group[i]) >= min_shingles:
-                    inside = len(group[i] & group[j]) / len(group[i])
-                    if inside > sims[gi, i, j]:
-                        sims[gi, i, j] = sims[gi, j, i] = inside
-    return sims
+            if len(group[i]) >= min_shingles:
+                for j in range(n):
+                    if i != j:
+                        inside[gi, i, j] = len(group[i] & group[j]) / len(group[i])
+    inside = inside.maximum(inside.transpose(1, 2)).to(emb.device, emb.dtype)
+    return (emb @ emb.transpose(1, 2)).maximum(inside)
 
 
 def same_cluster(sims: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -52,14 +52,19 @@ class RemoteEmbedder:
 
     @property
     def dim(self) -> int:
-        if self._dim is None:  # the first answer tells; a server that does not answer raises here, at start-up
-            vectors = LoopThread.get().run(self._ask(self.transport.urls[0], ["dimension probe"]))
-            self._dim = len(vectors[0])
+        if self._dim is None:  # the first answer tells (retried, any endpoint); none answering raises here
+            vector = LoopThread.get().run(self._batch(0, ["dimension probe"]))[0]
+            if vector is None:
+                raise RuntimeError(f"no embedding server at {self.config.embed_base_url} answers")
+            self._dim = len(vector)
         return self._dim
 
     def health_check(self) -> None:
         """Embed one text on every endpoint at start-up; a one-line JudgeUnavailable names one that does not."""
-        self.transport.health_check(lambda url: self._ask(url, ["health check"]))
+        async def probe(url):
+            self._dim = len((await self._ask(url, ["health check"]))[0])
+
+        self.transport.health_check(probe)
 
     def close(self) -> None:
         self.transport.close()
@@ -73,6 +78,7 @@ class RemoteEmbedder:
         found = LoopThread.get().run(self._encode_all(batches))
         rows = [torch.tensor(v, dtype=torch.float32) if v is not None and len(v) == dim else torch.zeros(dim)
                 for batch in found for v in batch]
+        rows = [r if torch.isfinite(r).all() else torch.zeros(dim) for r in rows]  # NaN is no embedding
         emb = torch.stack(rows)
         failed = sum(1 for r in rows if not r.any())
         with self._lock:
@@ -96,8 +102,9 @@ class RemoteEmbedder:
             try:
                 return await self.transport.with_retries(url, lambda url=url: self._ask(url, texts))
             except EndpointError as e:
-                if 400 <= e.status_code < 500 and len(texts) > 1:  # one text over the limit refuses its batch
-                    return [v for t in texts for v in await self._batch(i, [t])]
+                if e.status_code in (400, 413, 422) and len(texts) > 1:  # one text over the limit refuses its batch
+                    alone = await asyncio.gather(*(self._batch(i, [t]) for t in texts))
+                    return [v for one in alone for v in one]
             except Exception:
                 pass  # counted by the transport; the next endpoint, if any
         return [None] * len(texts)

@@ -8,7 +8,7 @@ differ, or far apart while they agree; counting the answer itself cannot be fool
     outcome = (1 - b) / sqrt(1 + N(prompt, answer))  +  b * (1 - (m - 1) / (k - 1))
 
 with b = outcome.batch_weight, m the eligible members of the group giving this answer (itself included) and k the
-group's eligible members (the batch part is 1 when k = 1). No answer found: 0. Like every novelty term it is paid
+group's eligible members that give an answer (the batch part is 1 when k = 1). No answer found: 0. Like every novelty term it is paid
 through the quality gate, so a rare wrong answer earns nothing.
 """
 
@@ -32,10 +32,13 @@ _PUNCT = re.compile(r"[^\w\s]")
 
 
 def boxes(text: str) -> list[str] | None:
-    r"""The contents of every \boxed{...} / \fbox{...}, braces balanced, in order; None when one is malformed (no
-    brace right after it, or unbalanced): no answer rather than a guess."""
-    found = []
+    r"""The contents of every top-level \boxed{...} / \fbox{...}, braces balanced, in order; None when one is
+    malformed (no brace right after it, or unbalanced): no answer rather than a guess. One pass over the text: a
+    box inside a box is part of the outer box's answer."""
+    found, end = [], 0
     for m in re.finditer(r"\\(?:boxed|fbox)\s*", text):
+        if m.start() < end:
+            continue
         i = m.end()
         if i >= len(text) or text[i] != "{":
             return None  # "\boxed 9{x}": not a box a reader can trust
@@ -44,6 +47,7 @@ def boxes(text: str) -> list[str] | None:
             depth += {"{": 1, "}": -1}.get(text[j], 0)
             if depth == 0:
                 found.append(text[i + 1:j])
+                end = j
                 break
         else:
             return None
@@ -67,10 +71,14 @@ def normalize_math(answer: str) -> str:
     s = re.sub(r"^[a-z]\s*=", "", s)  # "x = 3" is the answer 3
     # A number with a unit word is the number: "3 apples" and "3" are one answer, or a policy could vary units.
     s = re.sub(r"^([-+]?[\d.,/]+)[a-z]+$", r"\1", s)
+    if re.fullmatch(r"[-+]?\d{1,4000}", s):  # an integer exactly: a float would merge 2**40 + 1 with 2**40
+        return str(int(s))
     value = _number(s)
-    if value is not None:
-        return f"{value + 0.0:.10g}"  # + 0.0: -0 is 0
-    return s
+    if value is None:
+        return s
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))  # 4.0, 8/2 and 4e0 are 4 (and -0 is 0)
+    return repr(value)  # the shortest form that reads back as the same float
 
 
 def _number(s: str) -> float | None:

@@ -376,8 +376,12 @@ class NoveltyReward:
         other recent prompts' (``checks.relevance``); 0 for an answer that is nothing but its prompt's words."""
         cfg = self.config
         key_list = keys.tolist()
-        self.prompts.lookup(key_list, prompts, self.embedder.encode)
-        own = self.prompts.topics(key_list)[1]
+        try:
+            self.prompts.lookup(key_list, prompts, self.embedder.encode)
+            own = self.prompts.topics(key_list)[1]
+        except Exception as e:  # the encoder failed on the prompts: no topic to hold answers to, no novelty
+            self._encoder_failed(len(set(key_list)), e)
+            return torch.zeros(len(free), dtype=torch.float64)
         emb = self._encode(free)
         impostors = None
         if self._archive is not None:
@@ -514,12 +518,9 @@ class NoveltyReward:
             try:
                 new = self.embedder.encode(missing)
             except Exception as e:  # an encoder out of memory, a lost embedding server
-                self.encode_failures += 1
-                if worth_logging(self.encode_failures):
-                    logger.error("novelty: the encoder failed on %d texts (%d failures so far): %s: %s; they earn "
-                                 "no novelty (novelty/unembedded)", len(missing), self.encode_failures,
-                                 type(e).__name__, e)
-                zero = torch.zeros(self.embedder.dim, device=self.config.embed_device)
+                self._encoder_failed(len(missing), e)
+                dim = self._rnd.dim if self._rnd is not None else self.embedder.dim
+                zero = torch.zeros(dim, device=self.config.embed_device)
                 return torch.stack([known.get(t, zero) for t in texts]) if texts else zero[None][:0]
             known.update(zip(missing, new))
             with self._cache_lock:
@@ -539,6 +540,12 @@ class NoveltyReward:
               "relevance_measured": (0.5, "relevance could be measured for only {mean:.0%} of the first {n} samples: "
                                           "the encoder cannot tell the prompts apart (a long shared template or "
                                           "prefix?), so relevance is 1 for the others and does not gate them")}
+
+    def _encoder_failed(self, texts: int, error: Exception) -> None:
+        self.encode_failures += 1
+        if worth_logging(self.encode_failures):
+            logger.error("novelty: the encoder failed on %d texts (%d failures so far): %s: %s; they earn no novelty "
+                         "(novelty/unembedded)", texts, self.encode_failures, type(error).__name__, error)
 
     def _watch_check(self, name: str, values: torch.Tensor) -> None:
         if not self.watch_checks:

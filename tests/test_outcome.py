@@ -215,3 +215,22 @@ def test_a_copy_with_a_long_appendix_or_preface_is_still_its_siblings_idea(embed
     assert float(emb[0] @ emb[1]) < cfg.diversity_duplicate_threshold  # the embedding alone calls it a new idea
     c = s.components
     assert c["diversity"][3] == pytest.approx(c["diversity"][0]) and c["bonus"][3] <= c["bonus"][0] + 1e-9
+
+
+def test_large_integers_are_compared_exactly():
+    """Found by review: ten significant digits made 2**40 + 1 the same answer as 2**40 (graded right)."""
+    assert final_answer(r"\boxed{1099511627777}", "boxed") != final_answer(r"\boxed{1099511627776}", "boxed")
+    assert final_answer(r"\boxed{007}", "boxed") == "7" and final_answer(r"\boxed{1/3}", "boxed") == repr(1 / 3)
+
+
+def test_a_batch_with_more_prompts_than_the_memory_holds_keeps_all_of_them(embedder):
+    """Found by review: with more distinct prompts in one batch than quality.relevance_prompts, a prompt seen before
+    was forgotten mid-batch and its topic lookup raised."""
+    from openrlhf_novelty.checks import PromptMemory
+
+    memory = PromptMemory(2)
+    memory.lookup([1], ["old phones"], embedder.encode)
+    memory.lookup([1, 2, 3], ["old phones", "tweets", "stories"], embedder.encode)
+    assert memory.topics([1, 2, 3])[0].tolist() == [1, 2, 3]
+    memory.lookup([4], ["rivers"], embedder.encode)  # now back to the two most recent
+    assert sorted(memory.topics()[0].tolist()) == [3, 4]
