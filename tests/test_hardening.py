@@ -94,16 +94,22 @@ def test_reward_func_contract_holds_for_one_sample_as_openrlhf_calls_it(remotes,
 
 
 @pytest.mark.parametrize("which", [1, 2])  # on arrival; a group scored by another request's thread
-def test_wrong_lengths_and_a_failing_embedder_give_zero_with_the_error_flag(remotes, monkeypatch, which):
+def test_wrong_lengths_give_zero_with_the_error_flag_and_a_failing_embedder_costs_only_novelty(remotes, monkeypatch,
+                                                                                                which):
     remote = remotes[which]
-    check_result(remote(["a", "b"], ["p"], None), 2, remote.log_keys)  # prompts shorter than queries
+    out = remote(["a", "b"], ["p"], None)  # prompts shorter than queries
+    check_result(out, 2, remote.log_keys)
+    assert out["rewards"] == [0.0, 0.0] and out["extra_logs"][PREFIX + "error"] == [1.0, 1.0]
     monkeypatch.setattr(remote.model.embedder, "encode", lambda texts: (_ for _ in ()).throw(RuntimeError("OOM")))
     remote.model._emb_cache.clear()
     out = remote(["p HYP: x"], ["p "], [1.0])
     check_result(out, 1, remote.log_keys)
-    assert out["rewards"] == [0.0] and out["extra_logs"][PREFIX + "error"] == [1.0]
+    logs = out["extra_logs"]  # the answer could not be embedded: no novelty, its quality stands, no error
+    assert logs[PREFIX + "unembedded"] == [1.0] and logs[PREFIX + "error"] == [0.0]
+    assert out["rewards"] == pytest.approx(logs[PREFIX + "quality"])  # quality alone ("x" is too short: 0)
     monkeypatch.undo()
-    assert remote(["p HYP: x"], ["p "], [1.0])["extra_logs"][PREFIX + "error"] == [0.0]  # the next call recovers
+    again = remote(["p HYP: x"], ["p "], [1.0])["extra_logs"]
+    assert again[PREFIX + "unembedded"] == [0.0] and again[PREFIX + "error"] == [0.0]  # the next call recovers
 
 
 def test_scoring_a_group_of_the_wrong_size_is_a_clear_error(embedder):
