@@ -121,7 +121,9 @@ class Embedder:
         for i, (text, offsets) in enumerate(zip(texts, enc["offset_mapping"])):
             n = len(offsets)
             if n <= size:
-                pieces, owner, weight = pieces + [text], owner + [i], weight + [max(1, n)]
+                pieces.append(text)
+                owner.append(i)
+                weight.append(max(1, n))
                 continue
             starts = list(range(0, n, size))
             if len(starts) > self.max_chunks:

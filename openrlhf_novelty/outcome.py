@@ -142,14 +142,9 @@ class OutcomeMemory:
     def add(self, keys: list[int], answers: list[str | None]) -> None:
         with self._lock:
             for key, answer in zip(keys, answers):
-                if answer is None:
-                    continue
-                per = self._counts.hit(key)
-                if per is None:
-                    per = LRU(self.answers)
-                    self._counts.put(key, per)
-                h = _hash(answer)
-                per.put(h, per.get(h, 0) + 1)
+                if answer is not None:
+                    per, h = self._answers_of(key), _hash(answer)
+                    per.put(h, per.get(h, 0) + 1)
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -165,11 +160,15 @@ class OutcomeMemory:
         with self._lock:  # rows are in recency order, oldest first, so replaying them restores the order too
             self._counts = LRU(self.prompts)
             for k, h, c in zip(state["keys"].tolist(), state["hashes"].tolist(), state["counts"].tolist()):
-                per = self._counts.hit(k)
-                if per is None:
-                    per = LRU(self.answers)
-                    self._counts.put(k, per)
-                per.put(h, c)
+                self._answers_of(k).put(h, c)
+
+    def _answers_of(self, key: int) -> LRU:
+        """The answer counts of a prompt, now its most recent (created when new); the caller holds the lock."""
+        per = self._counts.hit(key)
+        if per is None:
+            per = LRU(self.answers)
+            self._counts.put(key, per)
+        return per
 
 
 def outcome_term(answers: list[str | None], keys: list[int], eligible: torch.Tensor, group_size: int,
