@@ -87,6 +87,11 @@ def generate_eval(model, tokenizer, prompts: list[str], k: int, max_new_tokens: 
     for i in range(0, len(prompts), 8):
         for p, replies in zip(prompts[i:i + 8], lm.sample(prompts[i:i + 8], k, max_new_tokens, 1.0, 1.0)):
             rows += [{"prompt": p, "response": r} for r in replies]
+    write_jsonl(rows, path)
+
+
+def write_jsonl(rows: list[dict], path: str) -> None:
+    """Rows as JSONL, atomically: an evaluation stopped midway leaves no half file that a resume would trust."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in rows:

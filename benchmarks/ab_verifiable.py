@@ -40,7 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from ab_novelty import base_model_dir, load_policy, step_timer, throughput  # noqa: E402
+from ab_novelty import base_model_dir, load_policy, step_timer, throughput, write_jsonl  # noqa: E402
 from verifiable_tasks import Task, build, verifier  # noqa: E402
 
 ARMS = {"A": "verifier only", "B": "verifier + novelty", "C": "verifier + outcome"}
@@ -157,11 +157,7 @@ def generate_eval(model, tokenizer, tasks: list[Task], args, seed: int, path: st
         replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
         rows += [{"prompt": t.prompt, "response": r} for t, j in zip(chunk, range(0, len(replies), args.eval_k))
                  for r in replies[j:j + args.eval_k]]
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in rows:
-            fh.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    write_jsonl(rows, path)
 
 
 def utility(names: list[str | None], patience: float = PATIENCE) -> float:
