@@ -99,6 +99,23 @@ class StepLog:
         return Step()
 
 
+def time_limit(seconds: float):
+    """A TRL callback that ends training after ``seconds`` of it (0: never), so that an arm cut short by a wall-clock
+    budget (the GPU check's) is still saved and evaluated; the summary reports the steps each arm really took."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if seconds and time.time() - self.start >= seconds:
+                print(f"time limit: training ends at step {state.global_step} after {seconds:.0f} s", flush=True)
+                control.should_training_stop = True
+
+    return TimeLimit()
+
+
 def train_arm(arm: str, args, out: str, seed: int, train: list[Task]) -> str:
     """GRPO on the training tasks; resumes from the arm's last checkpoint. Returns the final adapter's folder."""
     import torch
@@ -129,7 +146,8 @@ def train_arm(arm: str, args, out: str, seed: int, train: list[Task]) -> str:
     reward = NoveltyRewardFunc(reward_config(arm, batch, args.device), task_funcs=[verified])
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=[reward], args=config,
                           train_dataset=data, callbacks=[reward.callback, verified.callback(),
-                                                         step_timer(os.path.join(out, "steps.jsonl"))])
+                                                         step_timer(os.path.join(out, "steps.jsonl")),
+                                                         time_limit(args.train_seconds)])
     last = get_last_checkpoint(out)
     if last:
         print(f"arm {arm}: resuming from {last}", flush=True)
@@ -139,24 +157,34 @@ def train_arm(arm: str, args, out: str, seed: int, train: list[Task]) -> str:
     return final
 
 
-def generate_eval(model, tokenizer, tasks: list[Task], args, seed: int, path: str) -> None:
-    """k samples per held-out prompt, in the training conversation and sampling, written as generations JSONL."""
+def generate_eval(model, tokenizer, tasks: list[Task], args, seed: int, path: str, per_batch: int = 8) -> None:
+    """k samples per held-out prompt, in the training conversation and sampling, written as generations JSONL.
+
+    Each prompt is read once and its cache copied to its k samples: the prompt (the demonstration, ~128 tokens) is
+    ~25x the answer, and reading it k times was most of an evaluation's time on CPU. Sampling is unchanged."""
     import torch
+    from transformers import DynamicCache
 
     torch.manual_seed(seed)
     model.eval()
     rows = []
-    for i in range(0, len(tasks), 8):
-        chunk = tasks[i:i + 8]
+    for i in range(0, len(tasks), per_batch):
+        chunk = tasks[i:i + per_batch]
         texts = [tokenizer.apply_chat_template(t.messages(), tokenize=False, add_generation_prompt=True) for t in chunk]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=True, top_p=1.0, top_k=None,
-                                 temperature=args.temperature, num_return_sequences=args.eval_k,
-                                 pad_token_id=tokenizer.pad_token_id)
-        replies = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
-        rows += [{"prompt": t.prompt, "response": r} for t, j in zip(chunk, range(0, len(replies), args.eval_k))
-                 for r in replies[j:j + args.eval_k]]
+            cache = DynamicCache()  # generate feeds the last prompt token itself
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token
+            model(ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], past_key_values=cache,
+                  use_cache=True)
+            cache.batch_repeat_interleave(args.eval_k)
+            out = model.generate(ids.repeat_interleave(args.eval_k, 0), attention_mask=mask.repeat_interleave(
+                args.eval_k, 0), past_key_values=cache, max_new_tokens=args.max_new_tokens, do_sample=True,
+                top_p=1.0, top_k=None, temperature=args.temperature, pad_token_id=tokenizer.pad_token_id)
+        replies = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        rows += [{"prompt": t.prompt, "response": r} for j, t in enumerate(chunk)
+                 for r in replies[j * args.eval_k:(j + 1) * args.eval_k]]
     write_jsonl(rows, path)
 
 
@@ -212,12 +240,12 @@ KEYS = ("validity", "distinct_valid", "coverage", "utility") + SUITE
 
 def table(results: dict[int, dict]) -> list[str]:
     """Mean (per-seed values) of every metric for every run."""
-    names = list(next(iter(results.values()))["runs"])
+    names = list(dict.fromkeys(n for r in results.values() for n in r["runs"]))  # a run unfinished on a seed: blank
     lines = ["| metric | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for k in KEYS:
         cells = []
         for n in names:
-            vals = [r["runs"][n][k] for r in results.values() if k in r["runs"][n]]
+            vals = [r["runs"][n][k] for r in results.values() if k in r["runs"].get(n, {})]
             cells.append(f"{statistics.fmean(vals):.3f} ({', '.join(f'{v:.3f}' for v in vals)})" if vals else "")
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return lines
@@ -246,7 +274,8 @@ def plot(out: str, seeds: list[int], arms: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, colour in zip(arms, ("tab:gray", "tab:blue", "tab:orange")):
+    for arm in arms:
+        colour = {"A": "tab:gray", "B": "tab:blue", "C": "tab:orange"}[arm]
         for seed, style in zip(seeds, ("-", "--", ":")):
             path = os.path.join(out, f"seed_{seed}", f"arm_{arm}", "train_steps.jsonl")
             if not os.path.exists(path):
@@ -303,7 +332,10 @@ def run_seed(args, seed: int, arms: str, train: list[Task], heldout: list[Task])
     for arm in arms:
         name = f"{arm}: {ARMS[arm]}"
         runs[name] = os.path.join(out, f"eval_{arm}.jsonl")
-        if not os.path.exists(runs[name]):
+        if args.report_only and not os.path.exists(runs[name]):
+            print(f"seed {seed} arm {arm}: not finished, left out of the report", flush=True)
+            del runs[name]
+        elif not os.path.exists(runs[name]):
             t0 = time.time()
             final = train_arm(arm, args, os.path.join(out, f"arm_{arm}"), seed, train)
             print(f"seed {seed} arm {arm}: trained in {time.time() - t0:.0f} s", flush=True)
@@ -320,18 +352,23 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default="ABC", help="which arms: any of A, B, C")
     ap.add_argument("--seeds", default="0,1", help="comma-separated seeds; each runs every arm")
     ap.add_argument("--device", default="cpu", help="cpu or cuda: policy and embedder")
-    ap.add_argument("--steps", type=int, default=80, help="optimizer steps per arm")
-    ap.add_argument("--prompts-per-step", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=24, help="optimizer steps per arm")
+    ap.add_argument("--prompts-per-step", type=int, default=2)
     ap.add_argument("--k", type=int, default=8, help="completions per prompt (GRPO group size)")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, training and evaluation")
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--kl", type=float, default=1e-3, help="KL coefficient to the reference model (TRL's beta)")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--kl", type=float, default=0.0,
+                    help="KL coefficient to the reference model (TRL's beta; 0, TRL's default, skips its forward)")
     ap.add_argument("--lora-r", type=int, default=16)
-    ap.add_argument("--save-steps", type=int, default=20)
+    ap.add_argument("--save-steps", type=int, default=6)
     ap.add_argument("--eval-k", type=int, default=16, help="samples per held-out prompt in the evaluation")
     ap.add_argument("--cluster-threshold", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--train-seconds", type=float, default=0,
+                    help="end each arm's training after this long (0: run --steps); it is still evaluated")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: report the runs whose evaluation finished (after parallel --arms X runs)")
     ap.add_argument("--smoke", action="store_true", help="2 steps, 2 training and 2 held-out prompts, k 4, one seed")
     args = ap.parse_args(argv)
     train, heldout = build()
@@ -350,14 +387,15 @@ def main(argv=None) -> int:
         results[seed], runs = run_seed(args, seed, args.arms, train, heldout)
         first = first or runs
     tasks = {t.prompt: t for t in heldout}
-    speeds = {arm: [throughput(os.path.join(args.out, f"seed_{s}", f"arm_{arm}", "steps.jsonl"),
-                               args.prompts_per_step * args.k) for s in seeds] for arm in args.arms}
+    logs = {arm: [os.path.join(args.out, f"seed_{s}", f"arm_{arm}", "steps.jsonl") for s in seeds] for arm in args.arms}
+    speeds = {arm: [throughput(p, args.prompts_per_step * args.k) for p in paths if os.path.exists(p)]
+              for arm, paths in logs.items()}
     text = [f"# Verifiable A/B: {len(seeds)} seeds, {args.steps} steps per arm, {args.prompts_per_step} prompts x "
             f"{args.k} samples per step, temperature {args.temperature}, lr {args.lr}, {len(train)} training / {len(heldout)} held-out prompts, "
             f"eval k {args.eval_k}, device {args.device}", "", *table(results), "", "Targets:", *targets(results),
             "", "Eval suite verdicts:", *(f"- seed {s}: {v}" for s, r in results.items() for v in r["verdicts"]
                                           or ["none"]),
-            "", "Training throughput: " + "; ".join(f"arm {a}: " + ", ".join(f"{r['seconds_per_step']:.1f} s/step"
+            "", "Training throughput: " + "; ".join(f"arm {a}: " + ", ".join(f"{r['seconds_per_step']:.1f} s/step x {r['steps']}"
                                                                          for r in rows) for a, rows in speeds.items()),
             "", f"![training]({plot(args.out, seeds, args.arms)})", "", "Literal held-out answers (first seed):"]
     for name, path in first.items():

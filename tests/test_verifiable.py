@@ -73,3 +73,54 @@ def test_smoke_runs_every_arm_and_writes_the_report(tmp_path):
     assert {s["step"] for s in steps} == {1, 2}
     summary = (tmp_path / "summary.md").read_text()
     assert "Targets:" in summary and (tmp_path / "training.png").exists()
+    # --report-only trains nothing and leaves out what did not finish (the GPU check runs arms in parallel first).
+    (tmp_path / "seed_0" / "eval_C.jsonl").unlink()
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ab_verifiable.py"), "--out", str(tmp_path),
+                          "--smoke", "--report-only"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "seed 0 arm C: not finished, left out of the report" in run.stdout
+    runs = json.loads((tmp_path / "results.json").read_text())["results"]["0"]["runs"]
+    assert set(runs) == {"before", "A: verifier only", "B: verifier + novelty"}
+    assert not (tmp_path / "seed_0" / "eval_C.jsonl").exists()
+
+
+def test_time_limit_ends_training_only_after_its_seconds():
+    from types import SimpleNamespace
+
+    from ab_verifiable import time_limit
+
+    state, never, soon = SimpleNamespace(global_step=3), time_limit(0), time_limit(1e-9)
+    for cb in (never, soon):
+        cb.on_train_begin(None, state, None)
+    control = SimpleNamespace(should_training_stop=False)
+    never.on_step_end(None, state, control)
+    assert control.should_training_stop is False
+    soon.on_step_end(None, state, control)
+    assert control.should_training_stop is True
+
+
+def test_evaluation_reads_each_prompt_once_and_answers_as_the_plain_model(tmp_path):
+    """The evaluation copies each prompt's cache to its k samples, with prompts of different lengths left-padded
+    in one batch: the model must read exactly what it reads alone (positions, mask), so that at a near-zero
+    temperature every sample is the model's own greedy answer to its prompt."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from argparse import Namespace
+
+    from ab_verifiable import generate_eval, load_policy
+
+    model, tok = load_policy(str(tmp_path), 4, "cpu")
+    train, _ = build()
+    tasks = [train[0], next(t for t in train if t.first)]  # "Name a country." and a longer, lettered prompt
+    generate_eval(model, tok, tasks, Namespace(eval_k=2, max_new_tokens=8, temperature=1e-5), 0,
+                  str(tmp_path / "eval.jsonl"))
+    rows = [json.loads(line) for line in (tmp_path / "eval.jsonl").open()]
+    assert [r["prompt"] for r in rows] == [tasks[0].prompt] * 2 + [tasks[1].prompt] * 2
+    for t in tasks:
+        ids = tok.apply_chat_template(t.messages(), add_generation_prompt=True, return_tensors="pt",
+                                      return_dict=True)["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        alone = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        assert [r["response"] for r in rows if r["prompt"] == t.prompt] == [alone, alone]
