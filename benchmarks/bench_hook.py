@@ -10,6 +10,9 @@ for T = 1 (what the actor had before hook.threads) and T = the default (the core
 
     python benchmarks/bench_hook.py                               # lengths 256,1024; sizes 256,1024,4096
     python benchmarks/bench_hook.py --sizes 256 --lengths 256     # quick look
+    python benchmarks/bench_hook.py --device cuda --sizes 1024 --lengths 256 --threads 0   # embed.device cuda
+
+--in-process runs the same measurement in this process, without Ray (a machine without it: the GPU check).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import statistics
 import time
 from types import SimpleNamespace
 
-import ray
 import torch
 
 N = 8  # samples per prompt (GRPO's n)
@@ -66,14 +68,16 @@ def make_response(tokenizer, tokens: int, rng: random.Random, kind: str) -> str:
     return tokenizer.decode(ids)
 
 
-@ray.remote  # declared as OpenRLHF declares PPOTrainer: no num_cpus, so Ray sets OMP_NUM_THREADS=1
-class HookActor:
-    def __init__(self):
+class HookBench:
+    """Made a Ray actor as OpenRLHF declares PPOTrainer (no num_cpus, so Ray sets OMP_NUM_THREADS=1), or in-process."""
+
+    def __init__(self, device: str = "cpu"):
         from transformers import AutoTokenizer
 
         from openrlhf_novelty.embed import resolve_model
 
         self.tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+        self.device = device
         self.texts: dict[tuple[int, int, int], list[str]] = {}
 
     def environment(self) -> dict:
@@ -98,7 +102,8 @@ class HookActor:
         from openrlhf_novelty.config import NoveltyConfig
         from openrlhf_novelty.hook import NoveltyHook, torch_threads
 
-        hook = NoveltyHook(NoveltyConfig.from_dict({"hook": {"threads": threads}}), self.tokenizer, N)
+        config = NoveltyConfig.from_dict({"hook": {"threads": threads}, "embed": {"device": self.device}})
+        hook = NoveltyHook(config, self.tokenizer, N)
         hook.apply(self.batch(16, tokens, seed=1)[0])  # loads the model (untimed)
         fill = torch.nn.functional.normalize(torch.randn(hook.config.archive_size, hook.model.embedder.dim), dim=-1)
         hook.model.archive.add(fill, torch.arange(hook.config.archive_size))  # the archive at its cap
@@ -131,12 +136,23 @@ def main() -> None:
                     help="sizes above this run with the default threads only (one thread is ~20 min at 4096)")
     ap.add_argument("--repeats", type=int, default=1, help="timings per row (median)")
     ap.add_argument("--json", default="", help="also write the rows here")
+    ap.add_argument("--device", default="cpu", help="embed.device of the hook: cpu or cuda")
+    ap.add_argument("--in-process", action="store_true", help="measure in this process, without Ray")
     args = ap.parse_args()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    actor = HookActor.remote()
-    env = ray.get(actor.environment.remote())
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; in the actor: "
-          f"OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, torch threads {env['torch_threads']}, {env['cores']} cores")
+    if args.in_process:
+        bench = HookBench(args.device)
+        call = lambda name, *a: getattr(bench, name)(*a)  # noqa: E731
+    else:
+        import ray
+
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        actor = ray.remote(num_gpus=1 if args.device.startswith("cuda") else 0)(HookBench).remote(args.device)
+        call = lambda name, *a: ray.get(getattr(actor, name).remote(*a))  # noqa: E731
+    env = call("environment")
+    where = "in this process" if args.in_process else "in the actor"
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, embed.device "
+          f"{args.device}; {where}: OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, torch threads {env['torch_threads']}, "
+          f"{env['cores']} cores")
     print("| response tokens | samples | hook.threads | bare encode | hook (score + update) | ratio | samples/s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     rows = []
@@ -145,14 +161,13 @@ def main() -> None:
             for threads in map(int, args.threads.split(",")):
                 if threads == 1 and size > args.one_thread_up_to:
                     continue
-                r = ray.get(actor.measure.remote(size, tokens, threads, args.repeats))
+                r = call("measure", size, tokens, threads, args.repeats)
                 rows.append(r)
-                print(f"| {tokens} | {size} | {r['threads']} | {r['bare_s']:.1f} s | {r['hook_s']:.1f} s | "
+                print(f"| {tokens} | {size} | {r['threads']} | {r['bare_s']:.3g} s | {r['hook_s']:.3g} s | "
                       f"{r['ratio']:.3f} | {r['samples_per_s']:.1f} |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"environment": env, "rows": rows}, fh, indent=1)
-    ray.shutdown()
+            json.dump({"environment": env, "device": args.device, "rows": rows}, fh, indent=1)
 
 
 if __name__ == "__main__":
