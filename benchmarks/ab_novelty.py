@@ -92,7 +92,7 @@ def generate_eval(model, tokenizer, prompts: list[str], k: int, max_new_tokens: 
 
 def write_jsonl(rows: list[dict], path: str) -> None:
     """Rows as JSONL, atomically: an evaluation stopped midway leaves no half file that a resume would trust."""
-    tmp = path + ".tmp"
+    tmp = f"{path}.tmp{os.getpid()}"  # parallel runs sharing a folder never write one temporary file
     with open(tmp, "w", encoding="utf-8") as fh:
         for r in rows:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")

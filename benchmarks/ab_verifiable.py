@@ -159,6 +159,8 @@ def train_arm(arm: str, args, out: str, seed: int, train: list[Task]) -> str:
     trainer.train(resume_from_checkpoint=last)
     trainer.save_model(final)
     reward.save(os.path.join(final, "novelty_state.pt"))
+    with open(os.path.join(final, "reward_failures.json"), "w") as fh:  # a failing verifier trains on nothing
+        json.dump({"failures": reward.failures}, fh)
     return final
 
 
@@ -249,7 +251,7 @@ def evaluate(args, runs: dict[str, str], heldout: list[Task]) -> dict[str, dict]
 
 
 SUITE = ("semantic_clusters", "vendi_embedding", "cross_prompt_duplicates", "distinct_answers")
-KEYS = ("validity", "distinct_valid", "coverage", "utility", "training_category") + SUITE
+KEYS = ("validity", "distinct_valid", "coverage", "utility", "training_category") + SUITE + ("steps", "reward_failures")
 
 
 def table(results: dict[int, dict]) -> list[str]:
@@ -265,13 +267,19 @@ def table(results: dict[int, dict]) -> list[str]:
     return lines
 
 
-def targets(results: dict[int, dict]) -> list[str]:
-    """B against A on every seed: distinct valid >= 1.5x, validity >= A's - 0.05. C against A likewise."""
+def targets(results: dict[int, dict], arms: str = "ABC") -> list[str]:
+    """B against A on every seed: distinct valid >= 1.5x, validity >= A's - 0.05. C against A likewise. A pair that
+    did not finish, trained unequal steps or counted reward failures is MISSED and says why."""
     lines = []
-    for arm in ("B", "C"):
+    for arm in (x for x in "BC" if x in arms and "A" in arms):
         for seed, r in results.items():
             a, x = r["runs"].get(f"A: {ARMS['A']}"), r["runs"].get(f"{arm}: {ARMS[arm]}")
             if a is None or x is None:
+                lines.append(f"- MISSED: seed {seed}, {'A' if a is None else arm} did not finish")
+                continue
+            if a.get("steps") != x.get("steps") or a.get("reward_failures") or x.get("reward_failures"):
+                lines.append(f"- MISSED: seed {seed}, {arm}/A not comparable: steps {x.get('steps')} vs "
+                             f"{a.get('steps')}, reward failures {x.get('reward_failures')} / {a.get('reward_failures')}")
                 continue
             ratio = x["distinct_valid"] / max(a["distinct_valid"], 1e-9)
             ok = ratio >= 1.5 and x["validity"] >= a["validity"] - 0.05
@@ -331,8 +339,8 @@ def literal_answers(path: str, tasks: dict[str, Task], prompts: int = 3) -> list
     return lines
 
 
-def run_seed(args, seed: int, arms: str, train: list[Task], heldout: list[Task]) -> tuple[dict, dict]:
-    """Train and evaluate every arm of one seed; returns (metrics, eval file per run)."""
+def run_seed(args, seed: int, arms: str, train: list[Task], heldout: list[Task]) -> dict[str, str]:
+    """Train every arm of one seed and generate its held-out answers; returns the eval file per run."""
     from peft import PeftModel
 
     from openrlhf_novelty.lm import ChatLM
@@ -357,7 +365,21 @@ def run_seed(args, seed: int, arms: str, train: list[Task], heldout: list[Task])
             base.load()
             generate_eval(PeftModel.from_pretrained(base.model, final), base.tokenizer, heldout, args, seed,
                           runs[name])
-    return evaluate(args, runs, heldout), runs
+    return runs
+
+
+def training_facts(out: str, arm: str) -> dict:
+    """The steps an arm really trained (a time limit can end it early) and its reward's counted failures."""
+    facts = {}
+    steps = os.path.join(out, f"arm_{arm}", "steps.jsonl")
+    if os.path.exists(steps):
+        with open(steps) as fh:
+            facts["steps"] = len({json.loads(line)["step"] for line in fh})
+    failures = os.path.join(out, f"arm_{arm}", "final", "reward_failures.json")
+    if os.path.exists(failures):
+        with open(failures) as fh:
+            facts["reward_failures"] = json.load(fh)["failures"]
+    return facts
 
 
 def main(argv=None) -> int:
@@ -381,6 +403,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--train-seconds", type=float, default=0,
                     help="end each arm's training after this long (0: run --steps); it is still evaluated")
+    ap.add_argument("--no-report", action="store_true",
+                    help="train and generate only, no evaluation or summary (parallel runs sharing --out)")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: report the runs whose evaluation finished (after parallel --arms X runs)")
     ap.add_argument("--smoke", action="store_true", help="2 steps, 2 training and 2 held-out prompts, k 4, one seed")
@@ -398,15 +422,23 @@ def main(argv=None) -> int:
     start, seeds = time.time(), [int(x) for x in args.seeds.split(",")]
     results, first = {}, None
     for seed in seeds:
-        results[seed], runs = run_seed(args, seed, args.arms, train, heldout)
+        runs = run_seed(args, seed, args.arms, train, heldout)
         first = first or runs
+        if not args.no_report:
+            results[seed] = evaluate(args, runs, heldout)
+            for arm in args.arms:
+                results[seed]["runs"].get(f"{arm}: {ARMS[arm]}", {}).update(
+                    training_facts(os.path.join(args.out, f"seed_{seed}"), arm))
+    if args.no_report:
+        print(f"trained and generated in {time.time() - start:.0f} s; no report (--no-report)")
+        return 0
     tasks = {t.prompt: t for t in heldout}
     logs = {arm: [os.path.join(args.out, f"seed_{s}", f"arm_{arm}", "steps.jsonl") for s in seeds] for arm in args.arms}
     speeds = {arm: [throughput(p, args.prompts_per_step * args.k) for p in paths if os.path.exists(p)]
               for arm, paths in logs.items()}
     text = [f"# Verifiable A/B: {len(seeds)} seeds, {args.steps} steps per arm, {args.prompts_per_step} prompts x "
             f"{args.k} samples per step, temperature {args.temperature}, lr {args.lr}, {len(train)} training / {len(heldout)} held-out prompts, "
-            f"eval k {args.eval_k}, device {args.device}", "", *table(results), "", "Targets:", *targets(results),
+            f"eval k {args.eval_k}, device {args.device}", "", *table(results), "", "Targets:", *targets(results, args.arms),
             "", "Eval suite verdicts:", *(f"- seed {s}: {v}" for s, r in results.items() for v in r["verdicts"]
                                           or ["none"]),
             "", "Training throughput: " + "; ".join(f"arm {a}: " + ", ".join(f"{r['seconds_per_step']:.1f} s/step x {r['steps']}"

@@ -110,11 +110,14 @@ class HookBench:
         samples, texts = self.batch(size, tokens, seed=100 + size)
         decoded = hook.responses(samples)
         bares, totals = [], []
+        sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)  # GPU work is async
         for _ in range(repeats):  # alternating, median of each: this machine's noise is of the order of the gap
             with torch_threads(hook.threads):
                 hook.model.embedder.encode(decoded[:16])  # the thread pool started outside the timing
+                sync()
                 t0 = time.perf_counter()
                 hook.model.embedder.encode(hook.model.extract_texts(decoded)[0])  # not through the model's cache
+                sync()
                 bares.append(time.perf_counter() - t0)
             hook.model._emb_cache.clear()  # each repeat encodes the batch afresh, as a new step would
             t0 = time.perf_counter()

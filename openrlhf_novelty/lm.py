@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import shutil
 import threading
 
 from openrlhf_novelty.config import ConfigError
@@ -172,7 +173,12 @@ def export_smollm2(folder: str) -> str:
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process exported it first (parallel runs sharing one folder): keep theirs
+        if not os.path.exists(os.path.join(folder, "config.json")):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -136,3 +136,22 @@ def test_verified_metrics_count_distinct_valid_names_and_training_habits():
     assert m["coverage"] == pytest.approx(1 / 50)
     assert m["training_category"] == 0.25  # "France": a country, trained on, wrong for a US state
     assert m["utility"] == pytest.approx(1 / (1 + 0.8 + 0.64 + 0.512))
+
+
+def test_targets_compare_only_finished_equal_runs_and_say_why_not():
+    from ab_verifiable import targets
+
+    def run(validity, distinct, steps=24, failures=0):
+        return {"validity": validity, "distinct_valid": distinct, "steps": steps, "reward_failures": failures}
+
+    a, b = "A: verifier only", "B: verifier + novelty"
+    results = {0: {"runs": {a: run(0.30, 1.0), b: run(0.27, 1.6)}},  # 1.6x at -0.03: met
+               1: {"runs": {a: run(0.30, 1.0), b: run(0.20, 2.0)}},  # validity fell 0.10: missed
+               2: {"runs": {a: run(0.30, 1.0), b: run(0.30, 2.0, steps=17)}},  # cut short by a time limit
+               3: {"runs": {a: run(0.30, 1.0)}}}  # B never finished
+    lines = targets(results, "AB")
+    assert lines[0].startswith("- met: seed 0, B/A distinct valid = 1.60")
+    assert lines[1].startswith("- MISSED: seed 1, B/A distinct valid = 2.00")
+    assert lines[2] == "- MISSED: seed 2, B/A not comparable: steps 17 vs 24, reward failures 0 / 0"
+    assert lines[3] == "- MISSED: seed 3, B did not finish"
+    assert len(lines) == 4  # no C line: C was not run
