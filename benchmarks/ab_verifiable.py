@@ -373,8 +373,7 @@ def training_facts(out: str, arm: str) -> dict:
     facts = {}
     steps = os.path.join(out, f"arm_{arm}", "steps.jsonl")
     if os.path.exists(steps):
-        with open(steps) as fh:
-            facts["steps"] = len({json.loads(line)["step"] for line in fh})
+        facts["steps"] = throughput(steps, 1)["steps"]  # a step redone after a resume counts once
     failures = os.path.join(out, f"arm_{arm}", "final", "reward_failures.json")
     if os.path.exists(failures):
         with open(failures) as fh:
