@@ -103,11 +103,15 @@ def test_identical_pairs_are_judged_once(server):
 
 def test_the_judgment_cache_stays_at_its_size(server):
     j = judge(server.url, cache_size=3)
-    j.judge_many(["t"] * 10, [f"[[score-{i}]] lru" for i in range(10)])
-    assert len(j._cache) == 3  # the three most recent; a long run cannot grow it
-    before = server.counts["score-9"]
-    j.judge_many(["t"], ["[[score-9]] lru"])
-    assert server.counts["score-9"] == before  # still cached
+    j.judge_many(["t"] * 10, [f"[[score-{i}]] lru" for i in range(10)])  # concurrent: any order of completion
+    assert len(j._cache) == 3  # a long run cannot grow it
+    for i in range(10):  # one at a time, so the three most recent are known
+        j.judge_many(["t"], [f"[[score-{i}]] lru one by one"])
+    before9, before0 = server.counts["score-9"], server.counts["score-0"]
+    j.judge_many(["t"], ["[[score-9]] lru one by one"])
+    assert server.counts["score-9"] == before9  # among the three most recent: still cached
+    j.judge_many(["t"], ["[[score-0]] lru one by one"])
+    assert server.counts["score-0"] == before0 + 1  # the oldest was evicted, so it is asked again
 
 
 def test_several_endpoints_are_averaged(server):
