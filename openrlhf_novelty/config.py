@@ -319,6 +319,10 @@ class NoveltyConfig:
         if self.judge_base_url and self.judge_local_path:
             raise ConfigError("config judge: set judge.base_url or judge.local_path, not both")
 
+    def files(self) -> dict[str, str]:
+        """The files and folders this config names, by the setting that names them (built-in names left out)."""
+        return {dotted(k): getattr(self, k) for k in PATH_FIELDS if getattr(self, k) and getattr(self, k) not in _NOT_PATHS}
+
     @property
     def judge_enabled(self) -> bool:
         return bool(self.judge_base_url or self.judge_local_path)

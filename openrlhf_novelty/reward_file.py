@@ -17,6 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.nodes import here
 from openrlhf_novelty.remote import RemoteReward, log_keys
 
 CONFIG_ENV = "OPENRLHF_NOVELTY_CONFIG"
@@ -60,11 +61,11 @@ def config_from_env(quiet: bool = False) -> NoveltyConfig:
         config, source = NoveltyConfig.from_file(path), path
     else:
         if not quiet:
-            _logger.warning("novelty reward file: neither %s nor %s is set in this process (pid %d): running the "
-                            "default config", CONFIG_JSON_ENV, CONFIG_ENV, os.getpid())
+            _logger.warning("novelty reward file: neither %s nor %s is set in this process (%s): running the "
+                            "default config", CONFIG_JSON_ENV, CONFIG_ENV, here())
         return NoveltyConfig()
     if not quiet:
-        _logger.info("novelty reward file: config from %s (pid %d)", source, os.getpid())
+        _logger.info("novelty reward file: config from %s (%s)", source, here())
     return config
 
 

@@ -25,6 +25,7 @@ import runpy
 import sys
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
+from openrlhf_novelty.nodes import check_cluster, requirements
 from openrlhf_novelty.reward_file import CONFIG_ENV, CONFIG_JSON_ENV
 
 USAGE = """usage: python -m openrlhf_novelty.train_ppo_ray [--novelty.config FILE] <openrlhf.cli.train_ppo_ray arguments>
@@ -120,6 +121,7 @@ def install(config: NoveltyConfig) -> None:
         ppo_trainer_async.PPOTrainerAsync = ray.remote(novelty_async_trainer(base, config.to_dict()))
 
     hierarchize = openrlhf_config.hierarchize
+    parsed = {}
 
     def checked_hierarchize(args):
         args = hierarchize(args)
@@ -128,6 +130,7 @@ def install(config: NoveltyConfig) -> None:
         except ConfigError as e:
             print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        parsed["reward_url"] = next((u for u in (args.reward.remote_url or []) if u), None)
         return args
 
     openrlhf_config.hierarchize = checked_hierarchize
@@ -140,11 +143,56 @@ def install(config: NoveltyConfig) -> None:
 
     def init_with_config(*args, **kwargs):
         runtime_env = dict(kwargs.get("runtime_env") or {})
-        runtime_env["env_vars"] = {**(runtime_env.get("env_vars") or {}), **env}
+        try:
+            runtime_env["env_vars"] = without_job_env_vars({**(runtime_env.get("env_vars") or {}), **env})
+        except ConfigError as e:
+            print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
         kwargs["runtime_env"] = runtime_env
-        return ray_init(*args, **kwargs)
+        context = ray_init(*args, **kwargs)
+        check_nodes(requirements(config, parsed.get("reward_url"), env))
+        return context
 
     ray.init = init_with_config
+
+
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the entrypoint of a `ray job submit`
+
+
+def without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
+    """The driver's env vars less those the job's own runtime env sets. Under `ray job submit`, Ray refuses a
+    ``ray.init`` whose env vars share a key with the job's ("Failed to merge the Job's runtime env"), even with
+    equal values; OpenRLHF's own ``ray.init`` always sets TOKENIZERS_PARALLELISM, NCCL_DEBUG and
+    RAY_ENABLE_ZERO_COPY_TORCH_TENSORS, so a job that sets one of them (as OpenRLHF's own comment suggests for
+    NCCL_DEBUG) could not start. The job's value reaches every worker anyway, so it wins; a different value is said.
+    The novelty config is the exception: a job that ships another one is refused, naming both sources."""
+    try:
+        job_env = ((json.loads(os.environ.get(JOB_CONFIG_ENV) or "{}").get("runtime_env") or {}).get("env_vars")
+                   or {})
+    except (ValueError, AttributeError):
+        job_env = {}
+    if CONFIG_JSON_ENV in job_env and job_env[CONFIG_JSON_ENV] != env_vars.get(CONFIG_JSON_ENV):
+        raise ConfigError(f"the job's runtime env sets {CONFIG_JSON_ENV} to another config than --novelty.config: "
+                          "remove it from --runtime-env-json (this launcher ships the config itself)")
+    for key in sorted(set(env_vars) & set(job_env)):
+        if job_env[key] != env_vars[key]:
+            print(f"openrlhf_novelty.train_ppo_ray: warning: the job's runtime env sets {key}={job_env[key]!r}, "
+                  f"ray.init asked for {env_vars[key]!r}: the job's value is kept", file=sys.stderr)
+    return {k: v for k, v in env_vars.items() if k not in job_env}
+
+
+def check_nodes(needs: dict) -> None:
+    """Before any model loads: every node has what the run needs there (see ``nodes``), or the launch stops here."""
+    errors, warnings, count = check_cluster(needs)
+    for w in warnings:
+        print(f"openrlhf_novelty.train_ppo_ray: warning: {w}", file=sys.stderr)
+    if errors:
+        print("openrlhf_novelty.train_ppo_ray: error: the run would fail on these Ray nodes:\n  "
+              + "\n  ".join(errors), file=sys.stderr)
+        raise SystemExit(2)
+    print(f"openrlhf_novelty.train_ppo_ray: checked {count} Ray node{'s' * (count != 1)}: each has the "
+          f"{len(needs['files'])} file(s) the run names, the {len(needs['keys'])} API key(s) it uses and the "
+          "config", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

