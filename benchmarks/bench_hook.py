@@ -148,7 +148,7 @@ def main() -> None:
     else:
         import ray
 
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         actor = ray.remote(num_gpus=1 if args.device.startswith("cuda") else 0)(HookBench).remote(args.device)
         call = lambda name, *a: ray.get(getattr(actor, name).remote(*a))  # noqa: E731
     env = call("environment")

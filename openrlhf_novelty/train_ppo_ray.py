@@ -25,7 +25,7 @@ import runpy
 import sys
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.nodes import check_cluster, requirements
+from openrlhf_novelty.nodes import NODE_CHECK_ENV, check_cluster, requirements, reward_urls
 from openrlhf_novelty.reward_file import CONFIG_ENV, CONFIG_JSON_ENV
 
 USAGE = """usage: python -m openrlhf_novelty.train_ppo_ray [--novelty.config FILE] <openrlhf.cli.train_ppo_ray arguments>
@@ -74,7 +74,7 @@ def check_openrlhf_args(args, config: NoveltyConfig) -> None:
         if config.stream_group_size != n:
             raise ConfigError(f"config stream.group_size is {config.stream_group_size} but "
                               f"--rollout.n_samples_per_prompt is {n}: diversity would compare the wrong siblings")
-        urls = [u for u in (args.reward.remote_url or []) if u]
+        urls = reward_urls(args.reward.remote_url)
         per_step = args.rollout.batch_size * n
         if urls and not urls[0].startswith("http"):  # the reward file: each engine sees its share
             per_step //= max(args.vllm.num_engines, 1)
@@ -120,7 +120,8 @@ def install(config: NoveltyConfig) -> None:
         base = ppo_trainer_async.PPOTrainerAsync.__ray_actor_class__
         ppo_trainer_async.PPOTrainerAsync = ray.remote(novelty_async_trainer(base, config.to_dict()))
 
-    hierarchize = openrlhf_config.hierarchize
+    # The originals, also when install() ran before in this process: one check per parse, one config per init.
+    hierarchize = getattr(openrlhf_config.hierarchize, "unwrapped", openrlhf_config.hierarchize)
     parsed = {}
 
     def checked_hierarchize(args):
@@ -130,16 +131,19 @@ def install(config: NoveltyConfig) -> None:
         except ConfigError as e:
             print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
-        parsed["reward_url"] = next((u for u in (args.reward.remote_url or []) if u), None)
+        parsed["files"] = launch_files(args)
+        if ray.is_initialized():  # OpenRLHF's train() will not call ray.init, where the check runs: run it now
+            check_nodes(requirements(config, parsed["files"], env))
         return args
 
+    checked_hierarchize.unwrapped = hierarchize
     openrlhf_config.hierarchize = checked_hierarchize
 
     env = {CONFIG_JSON_ENV: json.dumps(config.to_dict())}
     if ray.is_initialized():  # someone started Ray in this process before us: its runtime env is fixed now
         print("openrlhf_novelty.train_ppo_ray: warning: Ray is already initialized; the novelty config reaches "
               f"remote workers only if {CONFIG_JSON_ENV} is in their environment", file=sys.stderr)
-    ray_init = ray.init
+    ray_init = getattr(ray.init, "unwrapped", ray.init)
 
     def init_with_config(*args, **kwargs):
         runtime_env = dict(kwargs.get("runtime_env") or {})
@@ -150,10 +154,21 @@ def install(config: NoveltyConfig) -> None:
             raise SystemExit(2) from None
         kwargs["runtime_env"] = runtime_env
         context = ray_init(*args, **kwargs)
-        check_nodes(requirements(config, parsed.get("reward_url"), env))
+        check_nodes(requirements(config, parsed.get("files", {}), env))
         return context
 
+    init_with_config.unwrapped = ray_init
     ray.init = init_with_config
+
+
+def launch_files(args) -> dict[str, str]:
+    """The files OpenRLHF loads inside every vLLM engine: reward files (a --reward.remote_url ending in .py, its own
+    rule) and --train.agent_func_path."""
+    urls = [u for u in reward_urls(args.reward.remote_url) if u.endswith(".py")]
+    files = {("--reward.remote_url" if len(urls) == 1 else f"--reward.remote_url[{i}]"): u for i, u in enumerate(urls)}
+    if args.train.agent_func_path:
+        files["--train.agent_func_path"] = args.train.agent_func_path
+    return files
 
 
 JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray in the entrypoint of a `ray job submit`
@@ -171,7 +186,7 @@ def without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
                    or {})
     except (ValueError, AttributeError):
         job_env = {}
-    if CONFIG_JSON_ENV in job_env and job_env[CONFIG_JSON_ENV] != env_vars.get(CONFIG_JSON_ENV):
+    if CONFIG_JSON_ENV in job_env and not same_json(job_env[CONFIG_JSON_ENV], env_vars.get(CONFIG_JSON_ENV)):
         raise ConfigError(f"the job's runtime env sets {CONFIG_JSON_ENV} to another config than --novelty.config: "
                           "remove it from --runtime-env-json (this launcher ships the config itself)")
     for key in sorted(set(env_vars) & set(job_env)):
@@ -181,8 +196,19 @@ def without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env_vars.items() if k not in job_env}
 
 
+def same_json(a: str | None, b: str | None) -> bool:
+    try:
+        return json.loads(a or "null") == json.loads(b or "null")
+    except ValueError:
+        return a == b
+
+
 def check_nodes(needs: dict) -> None:
     """Before any model loads: every node has what the run needs there (see ``nodes``), or the launch stops here."""
+    if os.environ.get(NODE_CHECK_ENV) == "0":
+        print(f"openrlhf_novelty.train_ppo_ray: warning: {NODE_CHECK_ENV}=0: the Ray nodes are not checked for the "
+              "files and keys the run needs", file=sys.stderr)
+        return
     errors, warnings, count = check_cluster(needs)
     for w in warnings:
         print(f"openrlhf_novelty.train_ppo_ray: warning: {w}", file=sys.stderr)
@@ -190,9 +216,9 @@ def check_nodes(needs: dict) -> None:
         print("openrlhf_novelty.train_ppo_ray: error: the run would fail on these Ray nodes:\n  "
               + "\n  ".join(errors), file=sys.stderr)
         raise SystemExit(2)
-    print(f"openrlhf_novelty.train_ppo_ray: checked {count} Ray node{'s' * (count != 1)}: each has the "
-          f"{len(needs['files'])} file(s) the run names, the {len(needs['keys'])} API key(s) it uses and the "
-          "config", file=sys.stderr)
+    files, keys = ", ".join(needs["files"]) or "none", ", ".join(needs["keys"]) or "none"
+    print(f"openrlhf_novelty.train_ppo_ray: checked {count} Ray node{'s' * (count != 1)}: each has the files the "
+          f"run names ({files}), the API keys it uses ({keys}) and the config", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

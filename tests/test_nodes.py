@@ -27,17 +27,45 @@ def test_requirements_are_the_files_the_run_names_and_the_keys_the_driver_has(tm
         "base_url": "http://judge:8000/v1", "model": "m", "api_key_env": "JUDGE_KEY", "rubric": "/r/rubric.txt"}})
     monkeypatch.setenv("JUDGE_KEY", "secret")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    needs = requirements(config, "/site/openrlhf_novelty/reward_file.py", {"CONFIG": "{}"})
+    needs = requirements(config, {"--reward.remote_url": "/site/openrlhf_novelty/reward_file.py"}, {"CONFIG": "{}"})
     assert needs == {"files": {"--reward.remote_url": "/site/openrlhf_novelty/reward_file.py",
                                "bank.path": str(bank), "judge.rubric": "/r/rubric.txt"},
                      "keys": {"JUDGE_KEY": "judge.api_key_env"}, "shipped": {"CONFIG": "{}"}}
     assert "secret" not in repr(needs)  # the key's name travels, never its value
-    # A reward server is not a file; a key the driver does not have is not asked of the nodes (keyless servers);
-    # built-in rubric names are not paths.
+    # A key the driver does not have is not asked of the nodes (keyless servers); built-in rubric names are not paths.
     monkeypatch.delenv("JUDGE_KEY")
-    plain = requirements(NoveltyConfig.from_dict({"judge": {"base_url": "http://j/v1", "model": "m"}}),
-                         "http://127.0.0.1:5000/reward", {})
+    plain = requirements(NoveltyConfig.from_dict({"judge": {"base_url": "http://j/v1", "model": "m"}}), {}, {})
     assert plain == {"files": {}, "keys": {}, "shipped": {}}
+
+
+class Parsed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("url, files", [
+    ("/site/openrlhf_novelty/reward_file.py", {"--reward.remote_url": "/site/openrlhf_novelty/reward_file.py"}),
+    ("http://10.0.0.1:5000/reward", {}),  # a server is not a file
+    ("/a/r.py,/b/r.py", {"--reward.remote_url[0]": "/a/r.py", "--reward.remote_url[1]": "/b/r.py"}),
+])
+def test_the_nodes_are_checked_for_the_reward_files_openrlhf_will_load(url, files, tmp_path, monkeypatch):
+    """Through OpenRLHF's real parser: its --reward.remote_url is still one comma-separated string when it is
+    checked (the first version took its first character, "/", which exists everywhere, and refused every server).
+    Ray already initialized: OpenRLHF skips its ray.init, so the check runs at parse time."""
+    import openrlhf.utils
+
+    checked = []
+    monkeypatch.setattr(train_ppo_ray, "check_nodes", checked.append)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "init", ray.init)
+    monkeypatch.setattr(ppo_trainer, "PPOTrainer", ppo_trainer.PPOTrainer)
+    monkeypatch.setattr(ppo_trainer_async, "PPOTrainerAsync", ppo_trainer_async.PPOTrainerAsync)
+    monkeypatch.setattr(openrlhf.utils, "get_strategy", lambda args: (_ for _ in ()).throw(Parsed()))
+    monkeypatch.setattr("sys.argv", ["x"])
+    config = tmp_path / "novelty.yaml"
+    config.write_text("rnd:\n  lr: 0.01\n")
+    with pytest.raises(Parsed):  # where train() goes on after Ray: everything before it has run
+        train_ppo_ray.main(["--novelty.config", str(config), "--reward.remote_url", url])
+    assert len(checked) == 1 and checked[0]["files"] == files
 
 
 def test_problems_here_name_the_setting_the_path_and_the_variable(tmp_path, monkeypatch):
@@ -50,7 +78,8 @@ def test_problems_here_name_the_setting_the_path_and_the_variable(tmp_path, monk
     found = problems_here(needs)
     assert len(found) == 3
     assert found[0] == "reward.task_func /nowhere/task.py does not exist"
-    assert found[1].startswith("$JUDGE_KEY (judge.api_key_env) is set where the job was launched but not here")
+    assert found[1].startswith("$JUDGE_KEY (judge.api_key_env) is set in the driver's environment (on the head, "
+                               "under ray job submit) but not here")
     assert "--runtime-env-json" in found[1]
     assert found[2].startswith("the novelty config did not reach the workers here ($SHIPPED differs)")
     monkeypatch.setenv("JUDGE_KEY", "k")
@@ -102,7 +131,8 @@ def test_every_node_checked_and_said_when_nothing_is_missing(two_nodes, monkeypa
     monkeypatch.delenv("JUDGE_KEY", raising=False)  # a keyless judge: not asked of any node
     train_ppo_ray.install(config)
     ray.init()
-    assert "checked 2 Ray nodes: each has the 0 file(s) the run names, the 0 API key(s)" in capsys.readouterr().err
+    assert ("checked 2 Ray nodes: each has the files the run names (none), the API keys it uses (none) and the "
+            "config") in capsys.readouterr().err
 
 
 def test_env_vars_the_submitted_job_sets_are_left_to_the_job(monkeypatch, capsys):
@@ -122,8 +152,9 @@ def test_env_vars_the_submitted_job_sets_are_left_to_the_job(monkeypatch, capsys
 
 
 def test_a_job_shipping_another_novelty_config_is_refused(monkeypatch):
-    job = {"runtime_env": {"env_vars": {"OPENRLHF_NOVELTY_CONFIG_JSON": "{\"rnd_lr\": 1}"}}}
+    job = {"runtime_env": {"env_vars": {"OPENRLHF_NOVELTY_CONFIG_JSON": "{\"rnd_lr\": 1, \"rnd_weight\": 0.5}"}}}
     monkeypatch.setenv(train_ppo_ray.JOB_CONFIG_ENV, json.dumps(job))
     with pytest.raises(train_ppo_ray.ConfigError, match="sets OPENRLHF_NOVELTY_CONFIG_JSON to another config"):
         train_ppo_ray.without_job_env_vars({"OPENRLHF_NOVELTY_CONFIG_JSON": "{}"})
-    assert train_ppo_ray.without_job_env_vars({"OPENRLHF_NOVELTY_CONFIG_JSON": "{\"rnd_lr\": 1}"}) == {}
+    # The same config written another way is the same config: left to the job.
+    assert train_ppo_ray.without_job_env_vars({"OPENRLHF_NOVELTY_CONFIG_JSON": "{\"rnd_weight\": 0.5,\"rnd_lr\": 1}"}) == {}

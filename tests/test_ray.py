@@ -174,7 +174,7 @@ def test_the_hooked_trainer_runs_as_a_ray_actor_and_resumes_its_novelty_state(tm
     args = run_wrapper(argv, monkeypatch)  # OpenRLHF's real parser and checks; stops where train() starts Ray
     hooked = ppo_trainer.PPOTrainer  # the wrapper's @ray.remote NoveltyPPOTrainer, as train() would find it
     monkeypatch.undo()
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env=WORKER_ENV)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env=WORKER_ENV)
     try:
         # Built exactly as OpenRLHF's train() builds PPOTrainer (no vLLM engines, no model groups needed here).
         first = hooked.remote(tokenizer_dir, get_strategy(args), DiskActorGroup(str(ckpt / "_actor")),

@@ -15,7 +15,9 @@
 # SUBMIT=http://HEAD:8265 submits the same command to a Ray cluster as a job (`ray job submit`, how a multi-node
 # cluster is used; RUNTIME_ENV_JSON, default {}, is its runtime env, e.g. '{"env_vars": {"OPENAI_API_KEY": "..."}}'):
 # the paths below must then exist on the head node, where the job runs, and the reward file on every node with an
-# engine (the launcher checks each node at start-up and names what one lacks).
+# engine (the launcher checks each node at start-up and names what one lacks). Ray runs the job's command through a
+# shell on the head: arguments holding $, ` or " are expanded again there. Keys exported in this shell do not reach
+# the job: put them in RUNTIME_ENV_JSON.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 

@@ -386,7 +386,9 @@ def test_two_nodes_with_ray_job_submit(two_nodes, tmp_path_factory):
                  env={"SUBMIT": two_nodes["dashboard"], "RUNTIME_ENV_JSON": runtime_env},
                  args=("--train.colocate_actor_ref",))
     assert "Job 'raysubmit_" in run.output and "succeeded" in run.output, run.output[-3000:]
-    assert "checked 2 Ray nodes" in run.output  # the launcher's start-up check ran on both
+    # The launcher's start-up check ran on both nodes, for the reward file OpenRLHF loads and the config's task file.
+    assert ("checked 2 Ray nodes: each has the files the run names (--reward.remote_url, reward.task_func)"
+            in run.output)
 
     nodes = list_nodes(address=two_nodes["dashboard"], detail=True)
     second = next(n.node_id for n in nodes if "e2e_second" in n.resources_total)
