@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import statistics
+import threading
 import time
 from types import SimpleNamespace
 
@@ -68,6 +69,28 @@ def make_response(tokenizer, tokens: int, rng: random.Random, kind: str) -> str:
     return tokenizer.decode(ids)
 
 
+class PeakRSS:
+    """This process's peak resident memory while a block runs (sampled every 20 ms), and where it started."""
+
+    def __init__(self):
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def stop(self) -> tuple[float, float]:
+        self._stop.set()
+        self._thread.join()
+        return self.start / 2**20, max(self.peak, self._process.memory_info().rss) / 2**20
+
+
 class HookBench:
     """Made a Ray actor as OpenRLHF declares PPOTrainer (no num_cpus, so Ray sets OMP_NUM_THREADS=1), or in-process."""
 
@@ -98,11 +121,12 @@ class HookBench:
             texts.append(text)
         return samples, texts
 
-    def measure(self, size: int, tokens: int, threads: int, repeats: int = 1) -> dict:
+    def measure(self, size: int, tokens: int, threads: int, repeats: int = 1, overrides: tuple[str, ...] = ()) -> dict:
         from openrlhf_novelty.config import NoveltyConfig
         from openrlhf_novelty.hook import NoveltyHook, torch_threads
 
         config = NoveltyConfig.from_dict({"hook": {"threads": threads}, "embed": {"device": self.device}})
+        config = config.with_overrides(list(overrides))
         hook = NoveltyHook(config, self.tokenizer, N)
         hook.apply(self.batch(16, tokens, seed=1)[0])  # loads the model (untimed)
         fill = torch.nn.functional.normalize(torch.randn(hook.config.archive_size, hook.model.embedder.dim), dim=-1)
@@ -120,14 +144,17 @@ class HookBench:
                 sync()
                 bares.append(time.perf_counter() - t0)
             hook.model._emb_cache.clear()  # each repeat encodes the batch afresh, as a new step would
+            memory = PeakRSS()
             t0 = time.perf_counter()
             hook.apply(samples)
             totals.append(time.perf_counter() - t0)
+            rss_start, rss_peak = memory.stop()
         assert hook.failures == 0 and hook.model.step == 1 + repeats, "a timed batch failed"
         bare, total = statistics.median(bares), statistics.median(totals)
         return {"size": size, "tokens": tokens, "threads": hook.threads, "bare_s": bare, "hook_s": total,
                 "repeats": repeats, "logged_hook_s": hook.last_stats["novelty/hook_seconds"], "ratio": total / bare,
-                "samples_per_s": size / total, "embedded_tokens": min(tokens, hook.model.embedder.model.max_seq_length)}
+                "samples_per_s": size / total, "rss_start_mib": rss_start, "rss_peak_mib": rss_peak,
+                "overrides": list(overrides)}
 
 
 def main() -> None:
@@ -141,6 +168,8 @@ def main() -> None:
     ap.add_argument("--json", default="", help="also write the rows here")
     ap.add_argument("--device", default="cpu", help="embed.device of the hook: cpu or cuda")
     ap.add_argument("--in-process", action="store_true", help="measure in this process, without Ray")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override for every row, e.g. quality.relevance_weight=0 (repeatable)")
     args = ap.parse_args()
     if args.in_process:
         bench = HookBench(args.device)
@@ -156,18 +185,20 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, embed.device "
           f"{args.device}; {where}: OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, torch threads {env['torch_threads']}, "
           f"{env['cores']} cores")
-    print("| response tokens | samples | hook.threads | bare encode | hook (score + update) | ratio | samples/s |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| response tokens | samples | hook.threads | bare encode | hook (score + update) | ratio | samples/s | "
+          "RSS at start / peak during the hook |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
     for tokens in map(int, args.lengths.split(",")):
         for size in map(int, args.sizes.split(",")):
             for threads in map(int, args.threads.split(",")):
                 if threads == 1 and size > args.one_thread_up_to:
                     continue
-                r = call("measure", size, tokens, threads, args.repeats)
+                r = call("measure", size, tokens, threads, args.repeats, tuple(args.set))
                 rows.append(r)
                 print(f"| {tokens} | {size} | {r['threads']} | {r['bare_s']:.3g} s | {r['hook_s']:.3g} s | "
-                      f"{r['ratio']:.3f} | {r['samples_per_s']:.1f} |", flush=True)
+                      f"{r['ratio']:.3f} | {r['samples_per_s']:.1f} | {r['rss_start_mib']:.0f} / "
+                      f"{r['rss_peak_mib']:.0f} MiB |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"environment": env, "device": args.device, "rows": rows}, fh, indent=1)

@@ -255,3 +255,17 @@ def test_without_the_hook_evaluation_is_scored_on_quality_alone():
     trainer = quality_eval_trainer(Base, {"reward": {"quality_weight": 1.0}})()
     got = trainer.samples_generator.generate_eval_samples(n_samples_per_prompt=2)
     assert [round(float(s.rewards[0]), 6) for s in got] == [0.8, 0.4]
+
+
+def test_bench_hook_runs_in_process_and_reports_time_and_memory(tmp_path):
+    """benchmarks/bench_hook.py as gpu_check.sh runs it (--in-process), on a tiny batch: one row with both timings,
+    the memory it used and the override it was given (a benchmark nobody runs breaks silently)."""
+    out = tmp_path / "hook.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_hook.py"), "--in-process", "--sizes", "16",
+                           "--lengths", "64", "--threads", "0", "--json", str(out),
+                           "--set", "quality.relevance_weight=0"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["size"] == 16 and row["tokens"] == 64 and row["overrides"] == ["quality.relevance_weight=0"]
+    assert row["bare_s"] > 0 and row["hook_s"] > 0 and row["rss_peak_mib"] >= row["rss_start_mib"] > 100
+    assert "| 64 | 16 |" in proc.stdout
