@@ -12,6 +12,7 @@ checked. OPENRLHF_NOVELTY_NODE_CHECK=0 skips the check (said in the log).
 
 from __future__ import annotations
 
+import json
 import os
 
 from openrlhf_novelty.config import NoveltyConfig
@@ -54,10 +55,20 @@ def problems_here(needs: dict) -> list[str]:
                          f"submit) but not here: pass it in the job's runtime env (ray job submit --runtime-env-json "
                          f"'{{\"env_vars\": {{\"{variable}\": \"...\"}}}}') or set it where `ray start` ran")
     for variable, value in needs["shipped"].items():
-        if os.environ.get(variable) != value:
+        if not same_json(os.environ.get(variable), value):
             found.append(f"the novelty config did not reach the workers here (${variable} "
                          f"{'differs' if os.environ.get(variable) else 'is missing'}): they would run another config")
     return found
+
+
+def same_json(a: str | None, b: str | None) -> bool:
+    """The same JSON value (a config written with other spacing or key order is the same config)."""
+    if a is None or b is None:
+        return a == b
+    try:
+        return json.loads(a) == json.loads(b)
+    except ValueError:
+        return a == b
 
 
 def check_cluster(needs: dict, timeout: float = TIMEOUT) -> tuple[list[str], list[str], int]:

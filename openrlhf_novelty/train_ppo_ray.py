@@ -25,7 +25,7 @@ import runpy
 import sys
 
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
-from openrlhf_novelty.nodes import NODE_CHECK_ENV, check_cluster, requirements, reward_urls
+from openrlhf_novelty.nodes import NODE_CHECK_ENV, check_cluster, requirements, reward_urls, same_json
 from openrlhf_novelty.reward_file import CONFIG_ENV, CONFIG_JSON_ENV
 
 USAGE = """usage: python -m openrlhf_novelty.train_ppo_ray [--novelty.config FILE] <openrlhf.cli.train_ppo_ray arguments>
@@ -194,13 +194,6 @@ def without_job_env_vars(env_vars: dict[str, str]) -> dict[str, str]:
             print(f"openrlhf_novelty.train_ppo_ray: warning: the job's runtime env sets {key}={job_env[key]!r}, "
                   f"ray.init asked for {env_vars[key]!r}: the job's value is kept", file=sys.stderr)
     return {k: v for k, v in env_vars.items() if k not in job_env}
-
-
-def same_json(a: str | None, b: str | None) -> bool:
-    try:
-        return json.loads(a or "null") == json.loads(b or "null")
-    except ValueError:
-        return a == b
 
 
 def check_nodes(needs: dict) -> None:
