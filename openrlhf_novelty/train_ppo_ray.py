@@ -124,16 +124,18 @@ def install(config: NoveltyConfig) -> None:
     hierarchize = getattr(openrlhf_config.hierarchize, "unwrapped", openrlhf_config.hierarchize)
     parsed = {}
 
+    def check():
+        check_nodes(requirements(config, parsed.get("files", {}), env))
+
     def checked_hierarchize(args):
         args = hierarchize(args)
         try:
             check_openrlhf_args(args, config)
         except ConfigError as e:
-            print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            stop(e)
         parsed["files"] = launch_files(args)
         if ray.is_initialized():  # OpenRLHF's train() will not call ray.init, where the check runs: run it now
-            check_nodes(requirements(config, parsed["files"], env))
+            check()
         return args
 
     checked_hierarchize.unwrapped = hierarchize
@@ -150,15 +152,20 @@ def install(config: NoveltyConfig) -> None:
         try:
             runtime_env["env_vars"] = without_job_env_vars({**(runtime_env.get("env_vars") or {}), **env})
         except ConfigError as e:
-            print(f"openrlhf_novelty.train_ppo_ray: error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            stop(e)
         kwargs["runtime_env"] = runtime_env
         context = ray_init(*args, **kwargs)
-        check_nodes(requirements(config, parsed.get("files", {}), env))
+        check()
         return context
 
     init_with_config.unwrapped = ray_init
     ray.init = init_with_config
+
+
+def stop(error) -> None:
+    """End the launch inside OpenRLHF's own code (its parser, its ray.init) with a one-line error, no traceback."""
+    print(f"openrlhf_novelty.train_ppo_ray: error: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 def launch_files(args) -> dict[str, str]:
@@ -206,9 +213,7 @@ def check_nodes(needs: dict) -> None:
     for w in warnings:
         print(f"openrlhf_novelty.train_ppo_ray: warning: {w}", file=sys.stderr)
     if errors:
-        print("openrlhf_novelty.train_ppo_ray: error: the run would fail on these Ray nodes:\n  "
-              + "\n  ".join(errors), file=sys.stderr)
-        raise SystemExit(2)
+        stop("the run would fail on these Ray nodes:\n  " + "\n  ".join(errors))
     files, keys = ", ".join(needs["files"]) or "none", ", ".join(needs["keys"]) or "none"
     print(f"openrlhf_novelty.train_ppo_ray: checked {count} Ray node{'s' * (count != 1)}: each has the files the "
           f"run names ({files}), the API keys it uses ({keys}) and the config", file=sys.stderr)

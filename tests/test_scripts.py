@@ -112,6 +112,18 @@ def test_a_streaming_config_runs_openrlhf_without_the_hook(tmp_path, monkeypatch
     assert "OpenRLHF runs without the experience-maker hook" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("url, warned", [("http://127.0.0.1:5000/reward", False), ("/site/reward_file.py", True)])
+def test_the_update_every_check_divides_by_engines_only_for_the_reward_file(url, warned, tmp_path, monkeypatch,
+                                                                             capsys):
+    """A server sees every sample of a step (16 here), each of 2 engines' reward files half of them. The URL is one
+    string when this is checked: the first version read its first character and divided for servers too."""
+    config = tmp_path / "stream.yaml"
+    config.write_text("stream:\n  update_every: 16\n  group_size: 8\n")
+    run_wrapper(["--novelty.config", str(config), "--reward.remote_url", url, "--rollout.n_samples_per_prompt", "8",
+                 "--rollout.batch_size", "2", "--vllm.num_engines", "2"], monkeypatch)
+    assert ("stream.update_every is 16, one training step brings 8 samples" in capsys.readouterr().err) == warned
+
+
 def test_a_streaming_config_must_match_the_group_size(tmp_path, capsys):
     config = tmp_path / "stream.yaml"
     config.write_text("stream:\n  update_every: 16\n  group_size: 4\n")
