@@ -58,6 +58,12 @@ class NoveltyConfig:
                                                    "differ); first: its first window only (MiniLM: 256 tokens)")
     embed_max_chunks: int = _f(16, "windows per text with pooling chunks; a longer text is read in this many "
                                "windows spread evenly over it, first and last included", 1, 4096)
+    embed_reasoning_weight: float = _f(
+        0.25, "extract.reasoning split: the reasoning's share w of the novelty vector (every cosine is about (1 - w) "
+        "x the answers' + w x the reasonings'); 0 = the final answer alone (EVOL-RL). At w <= 1 - "
+        "diversity.duplicate_threshold a copied final answer is one idea with its source whatever reasoning leads "
+        "to it. With w > 0 a response without reasoning or without a final answer earns no novelty (unembedded)",
+        0, 1)
     embed_base_url: str = _f("", "an OpenAI-compatible embeddings endpoint (vLLM --runner pooling, Hugging Face TEI, "
                              "OpenAI), e.g. http://host:8001/v1, comma-separated for several; embed.model is the "
                              "served model's name; empty = the encoder runs in this process")
@@ -72,6 +78,13 @@ class NoveltyConfig:
                               "has a group, else the whole match), e.g. 'HYP:\\s*(.+)'; empty = whole response")
     extract_fallback: Literal["whole", "empty"] = _f("whole", "when the pattern does not match: embed the whole "
                                                       "response, or treat it as empty (no novelty credit)")
+    extract_reasoning: Literal["keep", "split"] = _f(
+        "keep", "keep: the response is one text, reasoning included. split: a reasoning model's '<think>R</think>A' "
+        "(extract.reasoning_tags): the judge, the format check (extract.pattern) and the outcome term read the "
+        "final answer A (format: 0 for a response that never closed its reasoning); the quality checks read R and A together; the novelty vector is (1 - w) e(A) + w e(R), "
+        "renormalized (w = embed.reasoning_weight), so a long reasoning no longer drowns the answer's idea")
+    extract_reasoning_tags: list[str] = _f(["<think>", "</think>"], "extract.reasoning split: the opening and the "
+                                           "closing tag of the reasoning (the last closing tag ends it)")
     extract_strip_tokens: list[str] = _f(DEFAULT_STRIP_TOKENS, "special-token residue removed from responses")
     extract_normalize: bool = _f(True, "judge, embed and check the extracted text in its surface form: Unicode "
                                  "NFKC, look-alike letters of other scripts folded, invisible characters, emoji, "
@@ -140,8 +153,9 @@ class NoveltyConfig:
 
     # --- reward: the formula that combines everything
     reward_quality_weight: float = _f(1.0, "weight of the quality term in the total reward", 0, None)
-    reward_format_weight: float = _f(1.0, "share of format (extract.pattern matched) in quality; only when a "
-                                     "pattern is set", 0, None)
+    reward_format_weight: float = _f(1.0, "share of format (extract.pattern matched; with extract.reasoning "
+                                     "split, also the reasoning closed) in quality; only when a pattern is set or "
+                                     "extract.reasoning is split", 0, None)
     reward_soundness_weight: float = _f(1.0, "share of the judge's soundness in quality; only when a judge is "
                                         "configured", 0, None)
     reward_task_weight: float = _f(1.0, "share of the task reward (e.g. correctness) in quality; only when "
@@ -297,6 +311,10 @@ class NoveltyConfig:
                 re.compile(pattern)
             except re.error as e:
                 raise ConfigError(f"config {name}: not a valid regex ({e})") from None
+        tags = self.extract_reasoning_tags
+        if len(tags) != 2 or not all(isinstance(t, str) and t.strip() for t in tags) or tags[0] == tags[1]:
+            raise ConfigError(f"config extract.reasoning_tags: must be [opening, closing], two different non-empty "
+                              f"tags such as ['<think>', '</think>'], got {tags!r}")
         ramp = self.quality_relevance_ramp
         if len(ramp) != 2 or ramp[0] >= ramp[1]:
             raise ConfigError(f"config quality.relevance_ramp: must be [lo, hi] with lo < hi, got {ramp}")

@@ -13,7 +13,8 @@ import torch
 
 def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.85,
                     eligible: torch.Tensor | None = None, lam: float = 0.01,
-                    classes: torch.Tensor | None = None, duplicate: float = 2.0) -> torch.Tensor:
+                    classes: torch.Tensor | None = None, duplicate: float = 2.0,
+                    sims: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample diversity inside each group; ``emb`` is [groups, n, dim], the result [groups, n].
 
     mean: mean distance to the siblings. min: distance to the nearest sibling (a duplicate scores 0 even in an
@@ -27,7 +28,9 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     not an idea, and counting its distance would pay the others for their siblings' failures. A sample with no
     eligible sibling scores 0. ``duplicate`` (mean, min): siblings at cosine >= it are copies of one idea, so the
     distance counts only beyond it, rescaled to [0, 1]: max(0, duplicate - cos) / duplicate (a paraphrase or a
-    dressed-up copy adds nothing; > 1 = plain cosine distance). This is the one implementation: the hook, the
+    dressed-up copy adds nothing; > 1 = plain cosine distance). ``sims`` [g, n, n] (mean, min): the pairs'
+    similarity if not the cosine (``idea_similarity``: a padded copy is its source's wording, and must not lend
+    its source the distance its padding puts between them). This is the one implementation: the hook, the
     streaming reward and TRL all call it.
     """
     g, n, _ = emb.shape
@@ -41,7 +44,8 @@ def group_diversity(emb: torch.Tensor, mode: str = "mean", threshold: float = 0.
     eye = torch.eye(n, dtype=torch.bool, device=emb.device)
     sibling = eligible[:, None, :] & ~eye  # [g, i, j]: j counts as a sibling of i
     count = sibling.sum(-1)
-    sims = emb @ emb.transpose(1, 2)
+    if sims is None or mode not in ("mean", "min"):
+        sims = emb @ emb.transpose(1, 2)
     if mode in ("partition", "judge"):
         if mode == "partition":
             classes = embedding_classes(emb, threshold, eligible)

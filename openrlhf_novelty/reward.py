@@ -41,7 +41,7 @@ from openrlhf_novelty.diversity import (
 from openrlhf_novelty.outcome import OutcomeMemory, final_answer, outcome_term
 from openrlhf_novelty.rnd import RND
 from openrlhf_novelty.state import load_state, save_atomic
-from openrlhf_novelty.text import clean_text, extract, surface_form
+from openrlhf_novelty.text import clean_text, extract, split_reasoning, surface_form
 
 EMBED_CACHE = 4096  # answers whose embedding quality() keeps for score() (TRL and the streaming reward call both)
 TEMPLATE_SHINGLES = 200_000  # word 3-shingles the template check remembers (about 20 MB)
@@ -179,7 +179,8 @@ class ScoredBatch:
     valid: torch.Tensor = field(repr=False)  # samples with text to learn from (empty ones are skipped)
     relevant: torch.Tensor | None = field(default=None, repr=False)  # answers that may move their prompt's topic
     shingles: list[list[int]] | None = field(default=None, repr=False)  # what the template memory learns
-    texts: list[str] | None = field(default=None, repr=False)  # the extracted texts (common words learn them)
+    texts: list[str] | None = field(default=None, repr=False)  # what the checks read (common words learn them)
+    answers: list[str] | None = field(default=None, repr=False)  # the final answers (outcome), if not ``texts``
 
 
 class NoveltyReward:
@@ -250,13 +251,32 @@ class NoveltyReward:
             self.embedder.health_check()
 
     def extract_texts(self, responses: list[str]) -> tuple[list[str], list[bool]]:
+        """The answers the judge, the format check and the outcome term read (extract.reasoning split: the final
+        answers), and whether extract.pattern matched each (and, split, the reasoning was closed)."""
+        return self._extract(responses)[:2]
+
+    def _extract(self, responses: list[str]) -> tuple[list[str], list[bool], list[str] | None]:
+        """(answers, matched, reasonings): reasonings None with extract.reasoning keep."""
         cfg = self.config
-        texts, matched = [], []
+        split = cfg.extract_reasoning == "split"
+        texts, matched, reasonings = [], [], [] if split else None
         for r in responses:
-            t, ok = extract(clean_text(r, cfg.extract_strip_tokens), cfg.extract_pattern, cfg.extract_fallback)
+            t, closed = clean_text(r, cfg.extract_strip_tokens), True
+            if split:  # before the surface form, which would strip the tags as markup
+                reasoning, t, closed = split_reasoning(t, cfg.extract_reasoning_tags)
+                reasonings.append(surface_form(reasoning) if cfg.extract_normalize else reasoning)
+            t, ok = extract(t, cfg.extract_pattern, cfg.extract_fallback)
             texts.append(surface_form(t) if cfg.extract_normalize else t)
-            matched.append(ok)
-        return texts, matched
+            matched.append(ok and closed and (bool(t) or not split))  # split: a final answer was given
+        return texts, matched, reasonings
+
+    @staticmethod
+    def _checked(texts: list[str], reasonings: list[str] | None) -> list[str]:
+        """What the quality checks read: the reasoning and the final answer together (split), so a looping, junk,
+        off-topic or foreign-language reasoning fails them as it would in one text."""
+        if reasonings is None:
+            return texts
+        return [f"{r}\n\n{t}".strip() for r, t in zip(reasonings, texts)]
 
     def final_answers(self, texts: list[str]) -> list[str | None]:
         """The normalised final answer of each extracted text (outcome.answer), None where it gives none."""
@@ -286,7 +306,8 @@ class NoveltyReward:
         self._check_lengths(prompts, responses, group_size, task_rewards=task_rewards, soundness=soundness,
                             quality=quality)
         cfg = self.config
-        texts, matched = self.extract_texts(responses)
+        texts, matched, reasonings = self._extract(responses)
+        checked = self._checked(texts, reasonings)
         judge_failed = None
         if soundness is None and quality is None and self._judges_soundness():  # outside the lock: it takes seconds
             soundness, judge_failed = self._ask_judge(prompts, texts)
@@ -294,22 +315,22 @@ class NoveltyReward:
             classes = self._ask_partition(prompts, texts, group_size)
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
         with self._lock:
-            emb = self._encode(texts)
+            emb = self._novelty_vectors(texts, reasonings)
             self._ensure_built(emb.shape[1])
             # Text that was embedded: an empty or unencodable text is no idea (no novelty, nobody's sibling).
             valid = torch.tensor([bool(t) for t in texts], device=emb.device) & (emb.abs().sum(-1) > 0)
             q, parts, mask = self._given_quality(quality) if quality is not None else \
-                self._quality(texts, matched, task_rewards, soundness)
-            conditions, pf_shingles = self._conditions(prompts, keys, texts, emb, valid, recent)
+                self._quality(checked, matched, task_rewards, soundness)
+            conditions, pf_shingles = self._conditions(prompts, keys, checked, emb, valid, recent, texts)
             gate = quality_gate(cfg, q, mask, conditions)
             eligible = valid.cpu() & (gate > 0)
-            ideas = None
+            ideas = sims = None
             if cfg.diversity_duplicate_threshold <= 1:  # near-duplicates within a group: one idea
                 d = emb.shape[1]
                 sims = idea_similarity(emb.view(-1, group_size, d), pf_shingles)
                 ideas = (embedding_classes(emb.view(-1, group_size, d), cfg.diversity_duplicate_threshold,
                                            eligible.view(-1, group_size).to(emb.device), sims).cpu(), eligible)
-            terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes)
+            terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes, sims)
             if cfg.outcome_weight > 0:
                 terms["outcome"] = outcome_term(self.final_answers(texts), keys.tolist(), eligible, group_size,
                                                 self.outcomes, cfg.outcome_batch_weight)
@@ -321,7 +342,7 @@ class NoveltyReward:
             relevant = conditions["relevance"] >= 0.5 if "relevance" in conditions else None
             return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
                                embeddings=emb, prompt_keys=keys, valid=valid, relevant=relevant,
-                               shingles=pf_shingles, texts=texts)
+                               shingles=pf_shingles, texts=checked, answers=texts)
 
     @staticmethod
     def _check_lengths(prompts: list[str], responses: list[str], group_size: int, **per_sample) -> None:
@@ -342,9 +363,11 @@ class NoveltyReward:
                          dtype=torch.float64)
         return q, {}, (torch.tensor(unknown) if any(unknown) else None)
 
-    def _conditions(self, prompts, keys, texts, emb, valid, recent):
+    def _conditions(self, prompts, keys, texts, emb, valid, recent, answers):
         """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared), and the
-        answers' prompt-free shingles (what update() teaches the template memory)."""
+        answers' prompt-free shingles (what update() teaches the template memory). ``texts``: what the checks read;
+        ``answers``: the final answers (split), whose wording decides templates and copies: a shared stock
+        reasoning must not make two different answers one idea, nor a new reasoning make a copied answer new."""
         cfg = self.config
         out: dict[str, torch.Tensor] = {}
         # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
@@ -356,7 +379,8 @@ class NoveltyReward:
             out["language"] = self.language(texts, cleaned, keys.tolist())
         if cfg.quality_fluency_weight > 0:
             out["fluency"] = self.common.fluency(texts)
-        pf_shingles = [shingles(f) for f in free]
+        pf_shingles = [shingles(f) for f in (free if answers is texts else
+                                            [prompt_free(a, p) for a, p in zip(answers, cleaned)])]
         if "shared" in novelty_checks(cfg):
             shared = torch.zeros(len(texts), dtype=torch.float64)
             if cfg.quality_shared_threshold <= 1:
@@ -395,11 +419,12 @@ class NoveltyReward:
         self._watch_check("relevance", rel)
         return rel
 
-    def _terms(self, emb, keys, valid, eligible, group_size, judged_classes):
+    def _terms(self, emb, keys, valid, eligible, group_size, judged_classes, sims=None):
         """The novelty terms per sample (and the extra components: rnd_raw, partition_failed). Only a sample that
         can earn novelty (text, and an open gate) is a sibling worth differing from; near-duplicates within a
-        group (cosine >= diversity.duplicate_threshold) are one idea: no diversity from each other, and each term
-        takes the idea's lowest value, so dressing a copy up never earns more than the copy."""
+        group (``sims``, the idea similarity, >= diversity.duplicate_threshold) are one idea: no diversity from
+        each other, and each term takes the idea's lowest value, so dressing a copy up never earns more than the
+        copy."""
         cfg = self.config
         n_total, d = emb.shape
         terms: dict[str, torch.Tensor] = {}
@@ -420,7 +445,8 @@ class NoveltyReward:
                 extra["partition_failed"] = failed.double().repeat_interleave(size)
             terms["diversity"] = group_diversity(emb.view(-1, size, d), cfg.diversity_mode, cfg.diversity_threshold,
                                                  eligible.view(-1, size), cfg.diversity_elliptical_lambda, classes,
-                                                 cfg.diversity_duplicate_threshold).reshape(-1)
+                                                 cfg.diversity_duplicate_threshold,
+                                                 sims if size == group_size else None).reshape(-1)
         if self._archive is not None and cfg.archive_weight > 0:
             terms["archive"] = self._archive.novelty(emb, keys, cfg.archive_k, cfg.archive_per_prompt)
         if self._bank_emb is not None:
@@ -437,11 +463,11 @@ class NoveltyReward:
         """
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts for {len(responses)} responses")
-        texts, matched = self.extract_texts(responses)
+        texts, matched, reasonings = self._extract(responses)
         soundness = judge_failed = None
         if self._judges_soundness():
             soundness, judge_failed = self._ask_judge(prompts, texts)
-        q, parts, mask = self._quality(texts, matched, task_rewards, soundness)
+        q, parts, mask = self._quality(self._checked(texts, reasonings), matched, task_rewards, soundness)
         values = [None if mask is not None and mask[i] else v for i, v in enumerate(q.tolist())]
         out = {k: v.tolist() for k, v in parts.items()}
         if judge_failed is not None:
@@ -508,6 +534,20 @@ class NoveltyReward:
                            "1, so novelty is gated by the novelty conditions alone")
         return q, parts, mask
 
+    def _novelty_vectors(self, texts: list[str], reasonings: list[str] | None) -> torch.Tensor:
+        """The vector every novelty term reads: the text's embedding, or (extract.reasoning split) the renormalized
+        (1 - w) e(answer) + w e(reasoning), both parts encoded in one call. With w > 0 a response missing either
+        part gets a zero vector (unembedded: no novelty, nobody's sibling): alone, its answer's vector would lie
+        far from every sibling's mix, which would pay the policy for dropping its reasoning."""
+        w = self.config.embed_reasoning_weight
+        if reasonings is None or w == 0:
+            return self._encode(texts)
+        both = self._encode(texts + reasonings)
+        answer, reasoning = both[: len(texts)], both[len(texts):]
+        whole = torch.tensor([bool(t) and bool(r) for t, r in zip(texts, reasonings)], device=both.device)
+        mixed = torch.nn.functional.normalize((1.0 - w) * answer + w * reasoning, dim=-1)
+        return mixed * (whole & (answer.abs().sum(-1) > 0) & (reasoning.abs().sum(-1) > 0))[:, None]
+
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """The texts' embeddings; texts encoded in the last few thousand are not encoded again. When the encoder
         fails, the texts it could not encode get a zero vector (see _embeddable): a step is never lost to it."""
@@ -567,7 +607,7 @@ class NoveltyReward:
         parts: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         mask = None
-        if cfg.extract_pattern and cfg.reward_format_weight > 0:
+        if (cfg.extract_pattern or cfg.extract_reasoning == "split") and cfg.reward_format_weight > 0:  # split: closed
             parts["format"], weights["format"] = torch.tensor(matched, dtype=torch.float64), cfg.reward_format_weight
         if soundness is not None and cfg.reward_soundness_weight > 0:
             unknown = torch.tensor([s is None or not math.isfinite(s) for s in soundness])
@@ -606,7 +646,8 @@ class NoveltyReward:
                 if b.texts is not None:
                     self.common.add(b.texts)
                     if self.config.outcome_weight > 0:  # every answer sampled counts as seen, right or wrong
-                        self.outcomes.add(b.prompt_keys.tolist(), self.final_answers(b.texts))
+                        self.outcomes.add(b.prompt_keys.tolist(),
+                                          self.final_answers(b.answers if b.answers is not None else b.texts))
             self.step += 1
             return stats
 

@@ -55,7 +55,7 @@ class StreamingNovelty:
         self.config, self.model = config, model
         self._siblings = LRU(config.stream_max_prompts)  # group_timeout 0: prompt key -> its recent siblings
         # Samples scored but not yet learned from: (embedding, prompt key, relevant, prompt-free shingles, text).
-        self._pending: list[tuple[torch.Tensor, int, bool, list[int], str]] = []
+        self._pending: list[tuple[torch.Tensor, int, bool, list[int], str, str]] = []
         self._lock = threading.Lock()
         self._open: dict[tuple[str, str], _Group] = {}  # group_timeout > 0: groups still filling
         # Groups scored without some members: key -> [when they started, members still missing]. A member arriving
@@ -221,7 +221,8 @@ class StreamingNovelty:
             relevant = scored.relevant.tolist() if scored.relevant is not None else [False] * len(keys)
             for i, key in enumerate(keys):
                 if scored.valid[i]:  # RND and the archive learn every text, eligible or not
-                    self._pending.append((emb[i], key, relevant[i], scored.shingles[i], scored.texts[i]))
+                    self._pending.append((emb[i], key, relevant[i], scored.shingles[i], scored.texts[i],
+                                          scored.answers[i]))
             while len(self._pending) >= cfg.stream_update_every:  # every K samples, however they were batched
                 self._update(cfg.stream_update_every)
         comps = {k: v.tolist() for k, v in terms.items()}
@@ -265,7 +266,8 @@ class StreamingNovelty:
                                       prompt_keys=torch.tensor([p[1] for p in learn], dtype=torch.int64),
                                       valid=torch.ones(len(learn), dtype=torch.bool),
                                       relevant=torch.tensor([p[2] for p in learn], dtype=torch.bool),
-                                      shingles=[p[3] for p in learn], texts=[p[4] for p in learn]))
+                                      shingles=[p[3] for p in learn], texts=[p[4] for p in learn],
+                                      answers=[p[5] for p in learn]))
 
     def state_dict(self, with_model: bool = False) -> dict:
         """The samples not yet learned from and the recent siblings, and (``with_model``) the model's state taken
@@ -279,6 +281,7 @@ class StreamingNovelty:
                 "pending_relevant": torch.tensor([p[2] for p in self._pending], dtype=torch.bool),
                 "pending_shingles": [torch.tensor(p[3], dtype=torch.int64) for p in self._pending],
                 "pending_texts": [p[4] for p in self._pending],
+                "pending_answers": [p[5] for p in self._pending],
                 "sibling_keys": torch.tensor(list(self._siblings), dtype=torch.int64),
                 "siblings": [torch.stack(list(d)) for d in self._siblings.values()],
             }
@@ -286,10 +289,11 @@ class StreamingNovelty:
     def load_state_dict(self, state: dict) -> None:
         with self._lock:
             n = len(state["pending_keys"])
+            texts = state.get("pending_texts", [""] * n)
             self._pending = list(zip(state["pending"], state["pending_keys"].tolist(),
                                      state.get("pending_relevant", torch.zeros(n, dtype=torch.bool)).tolist(),
                                      [t.tolist() for t in state.get("pending_shingles", [torch.zeros(0)] * n)],
-                                     state.get("pending_texts", [""] * n)))
+                                     texts, state.get("pending_answers", texts)))  # older states: answers = texts
             self._siblings = LRU(self.config.stream_max_prompts)
             self._siblings.update((k, deque(list(e), maxlen=self.config.stream_group_size - 1))
                                   for k, e in zip(state["sibling_keys"].tolist(), state["siblings"]))

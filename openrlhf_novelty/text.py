@@ -29,6 +29,21 @@ def clean_text(text: str, strip_tokens: list[str] | tuple[str, ...]) -> str:
     return text.strip()
 
 
+def split_reasoning(text: str, tags: list[str] | tuple[str, ...]) -> tuple[str, str, bool]:
+    """(reasoning, final answer, closed) of a reasoning model's response ``<think>R</think>A`` (``tags``: the
+    opening and closing tag). The reasoning ends at the *last* closing tag (a model may close twice; what follows
+    the last one is what it answered). Without a closing tag the reasoning never ended (a truncated response): no
+    reasoning, the text (opening tag removed) as the answer, and ``closed`` False."""
+    opening, closing = tags
+    at = text.rfind(closing)
+    if at < 0:
+        return "", text.replace(opening, " ", 1).strip(), False
+    reasoning = text[:at]
+    if opening in reasoning:
+        reasoning = reasoning[reasoning.index(opening) + len(opening):]
+    return reasoning.strip(), text[at + len(closing):].strip(), True
+
+
 @lru_cache(maxsize=32)
 def _compiled(pattern: str) -> re.Pattern:
     return re.compile(pattern)

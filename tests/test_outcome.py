@@ -215,6 +215,9 @@ def test_a_copy_with_a_long_appendix_or_preface_is_still_its_siblings_idea(embed
     assert float(emb[0] @ emb[1]) < cfg.diversity_duplicate_threshold  # the embedding alone calls it a new idea
     c = s.components
     assert c["diversity"][3] == pytest.approx(c["diversity"][0]) and c["bonus"][3] <= c["bonus"][0] + 1e-9
+    # Nor does the padding lend the source its distance: the pair earns what a source and its exact copy earn.
+    exact = m.score(["Write a short story."] * 4, [STORY, *other, STORY], 4).components
+    assert c["bonus"][3] <= exact["bonus"][3] + 1e-9 and c["bonus"][0] <= exact["bonus"][0] + 1e-9
 
 
 def test_large_integers_are_compared_exactly():
