@@ -27,6 +27,7 @@ from openrlhf_novelty.checks import (
     relevance,
     shared_across_prompts,
     shingles,
+    word_count,
 )
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
 from openrlhf_novelty.diversity import (
@@ -183,6 +184,13 @@ class ScoredBatch:
     answers: list[str] | None = field(default=None, repr=False)  # the final answers (outcome), if not ``texts``
 
 
+def _both(check, texts: list[str], answers: list[str] | None) -> torch.Tensor:
+    """``check`` of the texts, or (extract.reasoning split: the answers are not the texts) the lower of the texts'
+    and the answers' alone."""
+    out = check(texts)
+    return out if answers is None or answers is texts else torch.minimum(out, check(answers))
+
+
 class NoveltyReward:
     """Quality-gated novelty for GRPO groups. Thread-safe; build once per process and reuse."""
 
@@ -320,8 +328,8 @@ class NoveltyReward:
             # Text that was embedded: an empty or unencodable text is no idea (no novelty, nobody's sibling).
             valid = torch.tensor([bool(t) for t in texts], device=emb.device) & (emb.abs().sum(-1) > 0)
             q, parts, mask = self._given_quality(quality) if quality is not None else \
-                self._quality(checked, matched, task_rewards, soundness)
-            conditions, pf_shingles = self._conditions(prompts, keys, checked, emb, valid, recent, texts)
+                self._quality(checked, matched, task_rewards, soundness, texts)
+            conditions, pf_shingles = self._conditions(prompts, keys, checked, emb, valid, recent, texts, reasonings)
             gate = quality_gate(cfg, q, mask, conditions)
             eligible = valid.cpu() & (gate > 0)
             ideas = sims = None
@@ -363,22 +371,30 @@ class NoveltyReward:
                          dtype=torch.float64)
         return q, {}, (torch.tensor(unknown) if any(unknown) else None)
 
-    def _conditions(self, prompts, keys, texts, emb, valid, recent, answers):
+    def _conditions(self, prompts, keys, texts, emb, valid, recent, answers, reasonings=None):
         """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared), and the
         answers' prompt-free shingles (what update() teaches the template memory). ``texts``: what the checks read;
         ``answers``: the final answers (split), whose wording decides templates and copies: a shared stock
-        reasoning must not make two different answers one idea, nor a new reasoning make a copied answer new."""
+        reasoning must not make two different answers one idea, nor a new reasoning make a copied answer new.
+        Split, each check also reads the answer alone (an honest reasoning must not carry a junk, off-topic or
+        foreign answer past it), and language the reasoning alone."""
         cfg = self.config
         out: dict[str, torch.Tensor] = {}
         # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
         cleaned = [clean_text(p, cfg.extract_strip_tokens) for p in prompts]
         free = [prompt_free(t, p) for t, p in zip(texts, cleaned)]  # restating the prompt buys nothing
+        split = answers is not texts  # extract.reasoning split: each check on the whole and on the answer alone
         if cfg.quality_relevance_weight > 0:
             out["relevance"] = self._relevance(keys, cleaned, free)
+            if split:
+                out["relevance"] = out["relevance"].minimum(
+                    self._relevance(keys, cleaned, [prompt_free(a, p) for a, p in zip(answers, cleaned)]))
         if self.language is not None:
-            out["language"] = self.language(texts, cleaned, keys.tolist())
+            out["language"] = _both(lambda t: self.language(t, cleaned, keys.tolist()), texts, answers)
+            if split:  # a reasoning in another language, ahead of an answer in the prompt's
+                out["language"] = out["language"].minimum(self.language(reasonings, cleaned, keys.tolist()))
         if cfg.quality_fluency_weight > 0:
-            out["fluency"] = self.common.fluency(texts)
+            out["fluency"] = _both(self.common.fluency, texts, answers)
         pf_shingles = [shingles(f) for f in (free if answers is texts else
                                             [prompt_free(a, p) for a, p in zip(answers, cleaned)])]
         if "shared" in novelty_checks(cfg):
@@ -467,7 +483,7 @@ class NoveltyReward:
         soundness = judge_failed = None
         if self._judges_soundness():
             soundness, judge_failed = self._ask_judge(prompts, texts)
-        q, parts, mask = self._quality(self._checked(texts, reasonings), matched, task_rewards, soundness)
+        q, parts, mask = self._quality(self._checked(texts, reasonings), matched, task_rewards, soundness, texts)
         values = [None if mask is not None and mask[i] else v for i, v in enumerate(q.tolist())]
         out = {k: v.tolist() for k, v in parts.items()}
         if judge_failed is not None:
@@ -519,13 +535,14 @@ class NoveltyReward:
             out.append(full)
         return out
 
-    def _quality(self, texts, matched, task_rewards, soundness):
+    def _quality(self, texts, matched, task_rewards, soundness, answers=None):
         """Quality as ``reward_formula`` writes it: the weighted mean of the grades configured (format, soundness,
-        task; 1 when none is) times non-degeneracy."""
+        task; 1 when none is) times non-degeneracy (split: of the reasoning with the answer, and of the answer)."""
         cfg = self.config
         q, parts, mask = self._grades(matched, task_rewards, soundness)
         if cfg.quality_degenerate_weight > 0:
-            parts["nondegenerate"] = nondegenerate(texts, cfg.quality_min_words, cfg.quality_max_repeat)
+            parts["nondegenerate"] = _both(lambda t: nondegenerate(t, cfg.quality_min_words, cfg.quality_max_repeat),
+                                           texts, answers)
             q = q * (1.0 - cfg.quality_degenerate_weight * (1.0 - parts["nondegenerate"]))
             self._watch_check("nondegenerate", parts["nondegenerate"])
         if not parts and not self._warned_ungated and cfg.reward_gate != "none":
@@ -537,14 +554,17 @@ class NoveltyReward:
     def _novelty_vectors(self, texts: list[str], reasonings: list[str] | None) -> torch.Tensor:
         """The vector every novelty term reads: the text's embedding, or (extract.reasoning split) the renormalized
         (1 - w) e(answer) + w e(reasoning), both parts encoded in one call. With w > 0 a response missing either
-        part gets a zero vector (unembedded: no novelty, nobody's sibling): alone, its answer's vector would lie
-        far from every sibling's mix, which would pay the policy for dropping its reasoning."""
+        part, or whose reasoning is under quality.min_words words ("ok"), gets a zero vector (unembedded: no
+        novelty, nobody's sibling): alone, its answer's vector would lie far from every sibling's mix, which would
+        pay the policy for dropping its reasoning."""
         w = self.config.embed_reasoning_weight
         if reasonings is None or w == 0:
             return self._encode(texts)
         both = self._encode(texts + reasonings)
         answer, reasoning = both[: len(texts)], both[len(texts):]
-        whole = torch.tensor([bool(t) and bool(r) for t, r in zip(texts, reasonings)], device=both.device)
+        least = max(1, self.config.quality_min_words)
+        whole = torch.tensor([bool(t) and word_count(r) >= least for t, r in zip(texts, reasonings)],
+                             device=both.device)
         mixed = torch.nn.functional.normalize((1.0 - w) * answer + w * reasoning, dim=-1)
         return mixed * (whole & (answer.abs().sum(-1) > 0) & (reasoning.abs().sum(-1) > 0))[:, None]
 

@@ -144,3 +144,23 @@ def test_the_streaming_reward_counts_final_answers_and_keeps_them_in_its_state(e
     again._update(4)
     seen = again.model.final_answers([answer(HONEST[0]).lower()])[0]
     assert again.model.outcomes.count(prompt_key(PROMPT), seen) == 1
+
+
+@pytest.mark.parametrize("final", ["yes", "HYP: water kills. HYP: water kills. HYP: water kills. HYP: water kills.",
+                                   "HYP: Les plantes arrosées chaque jour meurent plus tôt que celles arrosées une "
+                                   "fois par semaine."])
+def test_an_honest_reasoning_does_not_carry_a_junk_answer(embedder, final):
+    """Found by the adversary: read only with the reasoning, a two-word, looping or foreign final answer passed
+    every check (+0.34 for "yes": far from its siblings, it took the diversity). Each check reads the answer
+    alone as well."""
+    m = model(embedder)
+    honest = m.score([PROMPT] * 4, HONEST, 4).components["reward"][0]
+    cheap = f"<think>{reasoning(HONEST[0])}</think>{final}"
+    assert m.score([PROMPT] * 4, [cheap, *HONEST[1:]], 4).components["reward"][0] < honest
+
+
+def test_a_token_reasoning_is_no_reasoning(embedder):
+    """Found by the adversary: '<think>ok</think>' counted as a reasoning, and its vector's far-off reasoning half
+    paid (+0.03). Under quality.min_words words it is none: no novelty."""
+    s = model(embedder).score([PROMPT] * 4, ["<think>ok</think>" + answer(HONEST[0]), *HONEST[1:]], 4)
+    assert s.components["unembedded"][0] == 1.0 and s.components["bonus"][0] == 0.0
