@@ -81,8 +81,9 @@ class NoveltyConfig:
     extract_reasoning: Literal["keep", "split"] = _f(
         "keep", "keep: the response is one text, reasoning included. split: a reasoning model's '<think>R</think>A' "
         "(extract.reasoning_tags): the judge, the format check (extract.pattern) and the outcome term read the "
-        "final answer A (format: 0 for a response that never closed its reasoning); the quality checks read R and A together and A alone (the lower counts); the novelty vector is (1 - w) e(A) + w e(R), "
-        "renormalized (w = embed.reasoning_weight), so a long reasoning no longer drowns the answer's idea")
+        "final answer A (format: 0 for a response that never closed its reasoning); the quality checks read R and "
+        "A together and A alone (the lower counts); the novelty vector is (1 - w) e(A) + w e(R), renormalized "
+        "(w = embed.reasoning_weight), so a long reasoning no longer drowns the answer's idea")
     extract_reasoning_tags: list[str] = _f(["<think>", "</think>"], "extract.reasoning split: the opening and the "
                                            "closing tag of the reasoning (the last closing tag ends it)")
     extract_strip_tokens: list[str] = _f(DEFAULT_STRIP_TOKENS, "special-token residue removed from responses")

@@ -384,19 +384,16 @@ class NoveltyReward:
         cleaned = [clean_text(p, cfg.extract_strip_tokens) for p in prompts]
         free = [prompt_free(t, p) for t, p in zip(texts, cleaned)]  # restating the prompt buys nothing
         split = answers is not texts  # extract.reasoning split: each check on the whole and on the answer alone
+        free_answers = [prompt_free(a, p) for a, p in zip(answers, cleaned)] if split else free
         if cfg.quality_relevance_weight > 0:
-            out["relevance"] = self._relevance(keys, cleaned, free)
-            if split:
-                out["relevance"] = out["relevance"].minimum(
-                    self._relevance(keys, cleaned, [prompt_free(a, p) for a, p in zip(answers, cleaned)]))
+            out["relevance"] = _both(lambda f: self._relevance(keys, cleaned, f), free, free_answers)
         if self.language is not None:
             out["language"] = _both(lambda t: self.language(t, cleaned, keys.tolist()), texts, answers)
             if split:  # a reasoning in another language, ahead of an answer in the prompt's
                 out["language"] = out["language"].minimum(self.language(reasonings, cleaned, keys.tolist()))
         if cfg.quality_fluency_weight > 0:
             out["fluency"] = _both(self.common.fluency, texts, answers)
-        pf_shingles = [shingles(f) for f in (free if answers is texts else
-                                            [prompt_free(a, p) for a, p in zip(answers, cleaned)])]
+        pf_shingles = [shingles(f) for f in free_answers]
         if "shared" in novelty_checks(cfg):
             shared = torch.zeros(len(texts), dtype=torch.float64)
             if cfg.quality_shared_threshold <= 1:
