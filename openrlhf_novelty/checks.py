@@ -60,10 +60,22 @@ def nondegenerate(texts: list[str], min_words: int, max_repeat: float) -> torch.
 
 
 def prompt_free(text: str, prompt: str) -> str:
-    """The answer without its prompt's words: what relevance and the template check look at, so that restating the
-    prompt (or naming its topic in front of anything) buys neither. Empty when the answer is all prompt."""
-    own = set(_WORD.findall(prompt.lower()))
-    return " ".join(w for w in _WORD.findall(text.lower()) if w not in own)
+    """The answer without its prompt's words, lower-cased, punctuation dropped: what the novelty vector, relevance
+    and the template check read, so that restating the prompt (or naming its topic in front of anything) buys
+    none of them. A word goes in its singular or plural form too ("tweets" for a prompt's "tweet": left in, it
+    made two different answers that both said it look alike). Empty when the answer is all prompt."""
+    own = {_singular(w) for w in _WORD.findall(prompt.lower())}
+    return " ".join(w for w in _WORD.findall(text.lower()) if _singular(w) not in own)
+
+
+def _singular(word: str) -> str:
+    """English plural folded ("stories" -> "story", "tweets" -> "tweet"; "glass", "is" kept): a cheap match of a
+    word's two forms, not a stemmer."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
 
 
 class PromptMemory:

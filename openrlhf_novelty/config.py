@@ -56,6 +56,12 @@ class NoveltyConfig:
     embed_pooling: Literal["first", "chunks"] = _f("chunks", "chunks: the whole text, as the token-weighted mean "
                                                    "of its encoder windows (two long answers that open alike still "
                                                    "differ); first: its first window only (MiniLM: 256 tokens)")
+    embed_text: Literal["whole", "prompt_free"] = _f(
+        "whole", "what the novelty vector reads: whole, the answer as written; prompt_free, the answer without its "
+        "prompt's words (lower-cased, punctuation dropped), the text relevance reads, so one encoder pass serves both "
+        "(half the encoding with relevance on) and restating the prompt is no novelty, for prompts that name their "
+        "topic; its cosines run lower: set diversity.duplicate_threshold about 0.55 and diversity.threshold 0.7 with "
+        "it (examples/configs/one_pass.yaml, docs/reward.md)")
     embed_max_chunks: int = _f(16, "windows per text with pooling chunks; a longer text is read in this many "
                                "windows spread evenly over it, first and last included", 1, 4096)
     embed_reasoning_weight: float = _f(
@@ -114,11 +120,11 @@ class NoveltyConfig:
         "classes the LLM judge draws (one request per group, judge.partition_rubric; the embedding partition where "
         "it fails, counted as novelty/partition_failed)")
     diversity_threshold: float = _f(0.85, "partition mode: cosine similarity at or above which two samples "
-                                    "are the same answer", -1, 1)
+                                    "are the same answer (embed.text prompt_free: about 0.7)", -1, 1)
     diversity_duplicate_threshold: float = _f(
         0.75, "cosine at or above which two answers of a group are one idea (a paraphrase, a dressed-up copy): they "
         "add no diversity to each other (distances count from here: max(0, t - cos) / t), and every novelty term "
-        "pays each what the least novel of them earns; above 1 = off", 0, 2)
+        "pays each what the least novel of them earns (embed.text prompt_free: about 0.55); above 1 = off", 0, 2)
     diversity_elliptical_lambda: float = _f(0.01, "elliptical mode: ridge lam; an answer repeated m times among its "
                                             "siblings earns sqrt(lam / (lam + m))", 1e-6, 100)
     diversity_elliptical_scope: Literal["group", "batch"] = _f(

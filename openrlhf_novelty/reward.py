@@ -184,6 +184,33 @@ class ScoredBatch:
     answers: list[str] | None = field(default=None, repr=False)  # the final answers (outcome), if not ``texts``
 
 
+@dataclass
+class Reading:
+    """One batch as the reward reads it. ``checked``: what the checks read (split: reasoning and answer together);
+    ``answers``: the final answers (the judge, format and outcome read them; their wording decides templates and
+    copies: a shared stock reasoning must not make two different answers one idea, nor a new reasoning make a
+    copied answer new); ``reasonings``: None with extract.reasoning keep; the ``free_*`` forms have their
+    prompt's words removed (``prompt_free``); ``shingles``: the prompt-free answers' word 3-shingles (the
+    near-duplicate links); ``shared_shingles``: those and the answers' own, as written (what the template memory
+    compares across prompts: prompt words removed, a template with a per-prompt tail is the same everywhere; as
+    written, another prompt's answer copied is, whatever words of either prompt it holds)."""
+
+    prompts: list[str]  # special-token residue removed
+    checked: list[str]
+    answers: list[str]
+    reasonings: list[str] | None
+    free: list[str]
+    free_answers: list[str]
+    free_reasonings: list[str] | None
+    shingles: list[list[int]]
+    shared_shingles: list[list[int]]
+
+
+def _nonempty(texts: list[str], device) -> torch.Tensor:
+    """[n, 1]: 1 where the text has something to embed (an empty prompt-free text is no idea)."""
+    return torch.tensor([[float(bool(t))] for t in texts], device=device).reshape(len(texts), 1)
+
+
 def _both(check, texts: list[str], answers: list[str] | None) -> torch.Tensor:
     """``check`` of the texts, or (extract.reasoning split: the answers are not the texts) the lower of the texts'
     and the answers' alone."""
@@ -234,8 +261,9 @@ class NoveltyReward:
                         cfg.rnd_seed, cfg.embed_device)
         if cfg.archive_weight > 0 or cfg.quality_shared_threshold <= 1:  # the shared check reads it too
             self._archive = Archive(cfg.archive_size, dim, cfg.embed_device)
-        if self.bank_texts:
-            self._bank_emb = self.embedder.encode(self.bank_texts)
+        if self.bank_texts:  # prompt_free: the answers' surface (no prompt to remove words of: docs/reward.md)
+            free = self.config.embed_text == "prompt_free"
+            self._bank_emb = self.embedder.encode([prompt_free(t, "") if free else t for t in self.bank_texts])
 
     @property
     def rnd(self) -> RND:
@@ -322,14 +350,16 @@ class NoveltyReward:
         if classes is None and cfg.diversity_weight > 0 and cfg.diversity_mode == "judge":
             classes = self._ask_partition(prompts, texts, group_size)
         keys = torch.tensor([prompt_key(p) for p in prompts], dtype=torch.int64)
+        read = self._read(prompts, checked, texts, reasonings)
         with self._lock:
-            emb = self._novelty_vectors(texts, reasonings)
+            emb, encoded = self._novelty_vectors(read)
             self._ensure_built(emb.shape[1])
             # Text that was embedded: an empty or unencodable text is no idea (no novelty, nobody's sibling).
             valid = torch.tensor([bool(t) for t in texts], device=emb.device) & (emb.abs().sum(-1) > 0)
             q, parts, mask = self._given_quality(quality) if quality is not None else \
                 self._quality(checked, matched, task_rewards, soundness, texts)
-            conditions, pf_shingles = self._conditions(prompts, keys, checked, emb, valid, recent, texts, reasonings)
+            conditions = self._conditions(read, keys, emb, valid, recent, encoded)
+            pf_shingles = read.shingles
             gate = quality_gate(cfg, q, mask, conditions)
             eligible = valid.cpu() & (gate > 0)
             ideas = sims = None
@@ -350,7 +380,7 @@ class NoveltyReward:
             relevant = conditions["relevance"] >= 0.5 if "relevance" in conditions else None
             return ScoredBatch(rewards=components["reward"], components=components, step=self.step,
                                embeddings=emb, prompt_keys=keys, valid=valid, relevant=relevant,
-                               shingles=pf_shingles, texts=checked, answers=texts)
+                               shingles=read.shared_shingles, texts=checked, answers=texts)
 
     @staticmethod
     def _check_lengths(prompts: list[str], responses: list[str], group_size: int, **per_sample) -> None:
@@ -371,29 +401,41 @@ class NoveltyReward:
                          dtype=torch.float64)
         return q, {}, (torch.tensor(unknown) if any(unknown) else None)
 
-    def _conditions(self, prompts, keys, texts, emb, valid, recent, answers, reasonings=None):
-        """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared), and the
-        answers' prompt-free shingles (what update() teaches the template memory). ``texts``: what the checks read;
-        ``answers``: the final answers (split), whose wording decides templates and copies: a shared stock
-        reasoning must not make two different answers one idea, nor a new reasoning make a copied answer new.
-        Split, each check also reads the answer alone (an honest reasoning must not carry a junk, off-topic or
-        foreign answer past it), and language the reasoning alone."""
+    def _read(self, prompts, checked, answers, reasonings) -> Reading:
+        """Each sample as the checks and the novelty vector read it (``Reading``)."""
+        # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
+        cleaned = [clean_text(p, self.config.extract_strip_tokens) for p in prompts]
+        free = [prompt_free(t, p) for t, p in zip(checked, cleaned)]  # restating the prompt buys nothing
+        split = reasonings is not None
+        free_answers = [prompt_free(a, p) for a, p in zip(answers, cleaned)] if split else free
+        free_reasonings = [prompt_free(r, p) for r, p in zip(reasonings, cleaned)] if split else None
+        pf = [shingles(f) for f in free_answers]
+        written = [shingles(prompt_free(a, "")) for a in answers]  # lower-cased words, nothing removed
+        return Reading(cleaned, checked, answers, reasonings, free, free_answers, free_reasonings, pf,
+                       [sorted(set(a) | set(b)) for a, b in zip(pf, written)])
+
+    def _conditions(self, read: Reading, keys, emb, valid, recent, encoded):
+        """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared). Split,
+        each check also reads the answer alone (an honest reasoning must not carry a junk, off-topic or foreign
+        answer past it), and language the reasoning alone. ``encoded``: the prompt-free texts the novelty vector
+        was built from, with their embeddings (embed.text prompt_free), which relevance reads instead of encoding
+        them again; None = relevance encodes its own."""
         cfg = self.config
         out: dict[str, torch.Tensor] = {}
-        # Special-token residue (a chat template kept in OpenRLHF's prompt) would make every prompt alike.
-        cleaned = [clean_text(p, cfg.extract_strip_tokens) for p in prompts]
-        free = [prompt_free(t, p) for t, p in zip(texts, cleaned)]  # restating the prompt buys nothing
-        split = answers is not texts  # extract.reasoning split: each check on the whole and on the answer alone
-        free_answers = [prompt_free(a, p) for a, p in zip(answers, cleaned)] if split else free
+        cleaned, texts, answers, split = read.prompts, read.checked, read.answers, read.reasonings is not None
         if cfg.quality_relevance_weight > 0:
-            out["relevance"] = _both(lambda f: self._relevance(keys, cleaned, f), free, free_answers)
+            if encoded is not None:  # split: the reasoning and the answer each, the lower counts
+                rel = [self._relevance(keys, cleaned, f, e) for f, e in encoded]
+                out["relevance"] = rel[0] if len(rel) == 1 else torch.minimum(*rel)
+            else:
+                out["relevance"] = _both(lambda f: self._relevance(keys, cleaned, f), read.free,
+                                         read.free_answers if split else None)
         if self.language is not None:
             out["language"] = _both(lambda t: self.language(t, cleaned, keys.tolist()), texts, answers)
             if split:  # a reasoning in another language, ahead of an answer in the prompt's
-                out["language"] = out["language"].minimum(self.language(reasonings, cleaned, keys.tolist()))
+                out["language"] = out["language"].minimum(self.language(read.reasonings, cleaned, keys.tolist()))
         if cfg.quality_fluency_weight > 0:
             out["fluency"] = _both(self.common.fluency, texts, answers)
-        pf_shingles = [shingles(f) for f in free_answers]
         if "shared" in novelty_checks(cfg):
             shared = torch.zeros(len(texts), dtype=torch.float64)
             if cfg.quality_shared_threshold <= 1:
@@ -404,13 +446,16 @@ class NoveltyReward:
                     (torch.cat([e.float().cpu() for e, _ in pools]), torch.cat([k.cpu() for _, k in pools]))
                 shared = shared_across_prompts(emb, keys, valid, cfg.quality_shared_threshold, *past)
             if cfg.quality_template_threshold <= 1:
-                shared = shared.maximum(self.templates.shared(pf_shingles, keys.tolist(), cfg.quality_template_threshold))
+                shared = shared.maximum(self.templates.shared(read.shared_shingles, keys.tolist(),
+                                                              cfg.quality_template_threshold))
             out["shared"] = shared * valid.cpu().double()
-        return out, pf_shingles
+        return out
 
-    def _relevance(self, keys: torch.Tensor, prompts: list[str], free: list[str]) -> torch.Tensor:
-        """How much closer each answer, its prompt's words removed, is to its own prompt's topic than to the
-        other recent prompts' (``checks.relevance``); 0 for an answer that is nothing but its prompt's words."""
+    def _relevance(self, keys: torch.Tensor, prompts: list[str], free: list[str],
+                   emb: torch.Tensor | None = None) -> torch.Tensor:
+        """How much closer each answer, its prompt's words removed (``free``, embedded as ``emb`` when given), is
+        to its own prompt's topic than to the other recent prompts' (``checks.relevance``); 0 for an answer that
+        is nothing but its prompt's words."""
         cfg = self.config
         key_list = keys.tolist()
         try:
@@ -419,7 +464,7 @@ class NoveltyReward:
         except Exception as e:  # the encoder failed on the prompts: no topic to hold answers to, no novelty
             self._encoder_failed(len(set(key_list)), e)
             return torch.zeros(len(free), dtype=torch.float64)
-        emb = self._encode(free)
+        emb = self._encode(free) if emb is None else emb
         impostors = None
         if self._archive is not None:
             impostors = impostor_z(emb, own, keys, self._archive.emb[: self._archive.count],
@@ -548,22 +593,29 @@ class NoveltyReward:
                            "1, so novelty is gated by the novelty conditions alone")
         return q, parts, mask
 
-    def _novelty_vectors(self, texts: list[str], reasonings: list[str] | None) -> torch.Tensor:
-        """The vector every novelty term reads: the text's embedding, or (extract.reasoning split) the renormalized
+    def _novelty_vectors(self, read: Reading) -> tuple[torch.Tensor, list | None]:
+        """The vector every novelty term reads, and (embed.text prompt_free) the prompt-free texts it was encoded
+        from with their embeddings, for relevance to read. The vector: the text's embedding (prompt_free: the text
+        without its prompt's words; nothing left, a zero vector), or (extract.reasoning split) the renormalized
         (1 - w) e(answer) + w e(reasoning), both parts encoded in one call. With w > 0 a response missing either
         part, or whose reasoning is under quality.min_words words ("ok"), gets a zero vector (unembedded: no
         novelty, nobody's sibling): alone, its answer's vector would lie far from every sibling's mix, which would
         pay the policy for dropping its reasoning."""
+        free = self.config.embed_text == "prompt_free"
+        texts = read.free_answers if free else read.answers
         w = self.config.embed_reasoning_weight
-        if reasonings is None or w == 0:
-            return self._encode(texts)
-        both = self._encode(texts + reasonings)
+        if read.reasonings is None or w == 0:
+            emb = self._encode(texts) * _nonempty(texts, self.config.embed_device)
+            return emb, ([(texts, emb)] if free else None)
+        reasonings = read.free_reasonings if free else read.reasonings
+        both = self._encode(texts + reasonings) * _nonempty(texts + reasonings, self.config.embed_device)
         answer, reasoning = both[: len(texts)], both[len(texts):]
         least = max(1, self.config.quality_min_words)
-        whole = torch.tensor([bool(t) and word_count(r) >= least for t, r in zip(texts, reasonings)],
+        whole = torch.tensor([bool(t) and word_count(r) >= least for t, r in zip(read.answers, read.reasonings)],
                              device=both.device)
         mixed = torch.nn.functional.normalize((1.0 - w) * answer + w * reasoning, dim=-1)
-        return mixed * (whole & (answer.abs().sum(-1) > 0) & (reasoning.abs().sum(-1) > 0))[:, None]
+        mixed = mixed * (whole & (answer.abs().sum(-1) > 0) & (reasoning.abs().sum(-1) > 0))[:, None]
+        return mixed, ([(texts, answer), (reasonings, reasoning)] if free else None)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """The texts' embeddings; texts encoded in the last few thousand are not encoded again. When the encoder
@@ -676,7 +728,8 @@ class NoveltyReward:
                 "format": STATE_FORMAT,
                 "step": self.step,
                 "dim": self.rnd.dim,
-                "shape": {"rnd_hidden": cfg.rnd_hidden, "rnd_out": cfg.rnd_out, "archive_size": cfg.archive_size},
+                "shape": {"rnd_hidden": cfg.rnd_hidden, "rnd_out": cfg.rnd_out, "archive_size": cfg.archive_size,
+                          "embed_text": cfg.embed_text},
                 "rnd": self.rnd.state_dict(),
                 "archive": self._archive.state_dict() if self._archive is not None else None,
                 "prompts": self.prompts.state_dict(),
@@ -690,8 +743,10 @@ class NoveltyReward:
             raise ValueError(f"not an {STATE_FORMAT} state (format {state.get('format') if isinstance(state, dict) else None!r})")
         cfg = self.config
         with self._lock:
+            # RND and the archive learned vectors of one kind of text; states saved before embed.text read whole.
+            shape = {"embed_text": "whole", **state["shape"]}
             mismatched = [f"{k.replace('_', '.', 1)} is {getattr(cfg, k)} here but {v} in the state"
-                          for k, v in state["shape"].items() if k != "archive_size" and getattr(cfg, k) != v]
+                          for k, v in shape.items() if k != "archive_size" and getattr(cfg, k) != v]
             if mismatched:
                 raise ValueError("state does not fit this config: " + "; ".join(mismatched))
             self._ensure_built(int(state["dim"]))

@@ -45,7 +45,8 @@ def test_a_refused_text_costs_only_itself_and_the_reward_flags_it(served, embedd
     got = e.encode(texts)
     assert got[1].abs().sum() == 0 and got[0].abs().sum() > 0 and got[2].abs().sum() > 0
     assert e.stats.failures == 1 and "1 of 3 texts could not be embedded" in caplog.text
-    cfg = NoveltyConfig.from_dict({"quality": TOY_TEXTS, "archive": {"weight": 0}})
+    # embed.text whole: the fake server reads its markers as written ("[[refuse]]" has no words to remove).
+    cfg = NoveltyConfig.from_dict({"quality": TOY_TEXTS, "archive": {"weight": 0}, "embed": {"text": "whole"}})
     s = NoveltyReward(cfg, embedder=e).score(["Ideas?"] * 3, texts, 3)
     assert s.components["unembedded"] == [0.0, 1.0, 0.0] and s.components["bonus"][1] == 0.0
     assert s.components["quality"] == [1.0, 1.0, 1.0]  # its quality stands
@@ -81,7 +82,7 @@ def test_a_second_endpoint_takes_over_when_the_first_is_down(served, embedder):
 def test_a_text_the_server_failed_on_is_asked_again_next_time(served, embedder):
     """A failure is not remembered as the text's embedding: the reward's cache keeps only real vectors."""
     e = remote(served.url, retries=0)
-    cfg = NoveltyConfig.from_dict({"quality": TOY_TEXTS, "archive": {"weight": 0}})
+    cfg = NoveltyConfig.from_dict({"quality": TOY_TEXTS, "archive": {"weight": 0}, "embed": {"text": "whole"}})
     m = NoveltyReward(cfg, embedder=e)
     texts = ["Plant a tree.", "Fix the roof first [[500-once]]"]
     assert m.score(["Ideas?"] * 2, texts, 2).components["unembedded"] == [1.0, 1.0]  # a 500 fails its batch
