@@ -3,7 +3,8 @@
 Ray starts such an actor with OMP_NUM_THREADS=1, so torch there runs on one core unless the hook asks for more
 (``hook.threads``). For each response length (tokens, as math / story recipes produce) and rollout size (samples
 per step), in one actor, in one run:
-  bare  : SentenceTransformer.encode of the decoded responses on T threads (the floor: every term needs them)
+  bare  : SentenceTransformer.encode of the decoded responses on T threads (the floor: every term needs them;
+          with embed.text prompt_free, of their prompt-free forms, which is what the hook encodes)
   hook  : NoveltyHook.apply on the same samples (decode, extract, encode, RND, group diversity, archive kNN at its
           cap, relevance, formula, one RND update), with hook.threads = T
 for T = 1 (what the actor had before hook.threads) and T = the default (the cores this process may use, <= 16).
@@ -133,6 +134,11 @@ class HookBench:
         hook.model.archive.add(fill, torch.arange(hook.config.archive_size))  # the archive at its cap
         samples, texts = self.batch(size, tokens, seed=100 + size)
         decoded = hook.responses(samples)
+        read = hook.model.extract_texts(decoded)[0]
+        if config.embed_text == "prompt_free":  # what the hook encodes: the same chunks, so the same texts
+            from openrlhf_novelty.checks import prompt_free
+
+            read = [prompt_free(t, s.prompts[0]) for t, s in zip(read, samples)]
         bares, totals = [], []
         sync = torch.cuda.synchronize if self.device.startswith("cuda") else (lambda: None)  # GPU work is async
         for _ in range(repeats):  # alternating, median of each: this machine's noise is of the order of the gap
@@ -140,7 +146,7 @@ class HookBench:
                 hook.model.embedder.encode(decoded[:16])  # the thread pool started outside the timing
                 sync()
                 t0 = time.perf_counter()
-                hook.model.embedder.encode(hook.model.extract_texts(decoded)[0])  # not through the model's cache
+                hook.model.embedder.encode(read)  # not through the model's cache
                 sync()
                 bares.append(time.perf_counter() - t0)
             hook.model._emb_cache.clear()  # each repeat encodes the batch afresh, as a new step would

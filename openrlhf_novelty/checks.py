@@ -60,22 +60,13 @@ def nondegenerate(texts: list[str], min_words: int, max_repeat: float) -> torch.
 
 
 def prompt_free(text: str, prompt: str) -> str:
-    """The answer without its prompt's words, lower-cased, punctuation dropped: what the novelty vector, relevance
-    and the template check read, so that restating the prompt (or naming its topic in front of anything) buys
-    none of them. A word goes in its singular or plural form too ("tweets" for a prompt's "tweet": left in, it
-    made two different answers that both said it look alike). Empty when the answer is all prompt."""
-    own = {_singular(w) for w in _WORD.findall(prompt.lower())}
-    return " ".join(w for w in _WORD.findall(text.lower()) if _singular(w) not in own)
-
-
-def _singular(word: str) -> str:
-    """English plural folded ("stories" -> "story", "tweets" -> "tweet"; "glass", "is" kept): a cheap match of a
-    word's two forms, not a stemmer."""
-    if len(word) > 4 and word.endswith("ies"):
-        return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
-        return word[:-1]
-    return word
+    """The answer without its prompt's words, lower-cased, punctuation dropped: what relevance, the template check
+    and (embed.text prompt_free) the novelty vector read, so that restating the prompt (or naming its topic in
+    front of anything) buys none of them. Empty when the answer is all prompt. Exact words only: folding plurals
+    too ("tweets" for a prompt's "tweet") was measured on the audit, and relevance then let one more off-topic
+    answer in 28 prompts through."""
+    own = set(_WORD.findall(prompt.lower()))
+    return " ".join(w for w in _WORD.findall(text.lower()) if w not in own)
 
 
 class PromptMemory:
@@ -284,6 +275,16 @@ class LanguageCheck:
         return lang
 
 
+_HYPHEN_IN_WORD = re.compile(r"(?<=[^\W\d_])[-\u2010\u2011\u2012](?=[^\W\d_])")
+
+
+def unhyphenated(text: str) -> str:
+    """Hyphens between two letters removed ("sec-urity cam-era" -> "security camera"): what the wording links
+    read, so that splitting a sibling's words does not make its copy new wording (found by an adversary's review:
+    +0.17 over an exact copy). Between digits ("3-4") they stay."""
+    return _HYPHEN_IN_WORD.sub("", text)
+
+
 def shingles(text: str, n: int = 3) -> list[int]:
     """Stable 63-bit hashes of the text's word n-grams (saved in the state, so not Python's salted hash())."""
     words = text.split()
@@ -359,6 +360,9 @@ class CommonWords:
     KEEP = 20_000  # distinct words counted (the rarest dropped past twice that)
     MIN_WORDS = 2_000  # words seen before fluency is measured (1 until then)
     RAMP = (0.08, 0.16)  # fluency rises from 0 to 1 as the share of common words goes from lo to hi
+    # The same read without the prompt's words (embed.text prompt_free), which are often common words: on the audit
+    # corpus honest answers' share is at least 0.125 there (5% quantile 0.158; read whole 0.215 and 0.25).
+    FREE_RAMP = (0.04, 0.12)
 
     def __init__(self):
         self.counts: Counter[str] = Counter()
@@ -366,13 +370,13 @@ class CommonWords:
         self._top: frozenset[str] = frozenset()
         self._lock = threading.Lock()
 
-    def fluency(self, texts: list[str]) -> torch.Tensor:
+    def fluency(self, texts: list[str], ramp: tuple[float, float] | None = None) -> torch.Tensor:
         """[n] in [0, 1]; 1 before the warm-up, for texts of under 4 words, and for texts mostly in a script
-        written without spaces (their words are not split here)."""
+        written without spaces (their words are not split here). ``ramp``: RAMP unless given."""
         with self._lock:
             top, warm = self._top, self.total >= self.MIN_WORDS
         out = []
-        lo, hi = self.RAMP
+        lo, hi = ramp or self.RAMP
         for t in texts:
             words = _WORD.findall(t.lower())
             if not warm or len(words) < 4 or 2 * len(_CJK.findall(t)) >= sum(ch.isalpha() for ch in t):

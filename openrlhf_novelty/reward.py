@@ -27,6 +27,7 @@ from openrlhf_novelty.checks import (
     relevance,
     shared_across_prompts,
     shingles,
+    unhyphenated,
     word_count,
 )
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
@@ -191,9 +192,10 @@ class Reading:
     copies: a shared stock reasoning must not make two different answers one idea, nor a new reasoning make a
     copied answer new); ``reasonings``: None with extract.reasoning keep; the ``free_*`` forms have their
     prompt's words removed (``prompt_free``); ``shingles``: the prompt-free answers' word 3-shingles (the
-    near-duplicate links); ``shared_shingles``: those and the answers' own, as written (what the template memory
-    compares across prompts: prompt words removed, a template with a per-prompt tail is the same everywhere; as
-    written, another prompt's answer copied is, whatever words of either prompt it holds)."""
+    near-duplicate links); ``shared_shingles``: what the template memory compares across prompts: those (prompt
+    words removed, a template with a per-prompt tail is the same everywhere) and, with embed.text prompt_free, the
+    answers' own as written (another prompt's answer copied is the same, whatever words of either prompt it holds;
+    its two prompt-free readings are not, and the embedding check reads those)."""
 
     prompts: list[str]  # special-token residue removed
     checked: list[str]
@@ -204,11 +206,6 @@ class Reading:
     free_reasonings: list[str] | None
     shingles: list[list[int]]
     shared_shingles: list[list[int]]
-
-
-def _nonempty(texts: list[str], device) -> torch.Tensor:
-    """[n, 1]: 1 where the text has something to embed (an empty prompt-free text is no idea)."""
-    return torch.tensor([[float(bool(t))] for t in texts], device=device).reshape(len(texts), 1)
 
 
 def _both(check, texts: list[str], answers: list[str] | None) -> torch.Tensor:
@@ -409,10 +406,12 @@ class NoveltyReward:
         split = reasonings is not None
         free_answers = [prompt_free(a, p) for a, p in zip(answers, cleaned)] if split else free
         free_reasonings = [prompt_free(r, p) for r, p in zip(reasonings, cleaned)] if split else None
-        pf = [shingles(f) for f in free_answers]
-        written = [shingles(prompt_free(a, "")) for a in answers]  # lower-cased words, nothing removed
-        return Reading(cleaned, checked, answers, reasonings, free, free_answers, free_reasonings, pf,
-                       [sorted(set(a) | set(b)) for a, b in zip(pf, written)])
+        pf = [shingles(prompt_free(unhyphenated(a), p)) for a, p in zip(answers, cleaned)]
+        shared = pf
+        if self.config.embed_text == "prompt_free":  # read whole, the embedding check sees such copies at cosine 1
+            written = [shingles(prompt_free(unhyphenated(a), "")) for a in answers]  # nothing removed
+            shared = [sorted(set(a) | set(b)) for a, b in zip(pf, written)]
+        return Reading(cleaned, checked, answers, reasonings, free, free_answers, free_reasonings, pf, shared)
 
     def _conditions(self, read: Reading, keys, emb, valid, recent, encoded):
         """The novelty conditions, each a [n] tensor in [0, 1] (relevance, language; shared: 1 = shared). Split,
@@ -436,6 +435,8 @@ class NoveltyReward:
                 out["language"] = out["language"].minimum(self.language(read.reasonings, cleaned, keys.tolist()))
         if cfg.quality_fluency_weight > 0:
             out["fluency"] = _both(self.common.fluency, texts, answers)
+            for free, _ in encoded or ():  # prompt_free: the prompt's own words must not carry word salad past it
+                out["fluency"] = out["fluency"].minimum(self.common.fluency(free, self.common.FREE_RAMP))
         if "shared" in novelty_checks(cfg):
             shared = torch.zeros(len(texts), dtype=torch.float64)
             if cfg.quality_shared_threshold <= 1:
@@ -605,10 +606,10 @@ class NoveltyReward:
         texts = read.free_answers if free else read.answers
         w = self.config.embed_reasoning_weight
         if read.reasonings is None or w == 0:
-            emb = self._encode(texts) * _nonempty(texts, self.config.embed_device)
+            emb = self._encode(texts) * self._embeddable(texts)
             return emb, ([(texts, emb)] if free else None)
         reasonings = read.free_reasonings if free else read.reasonings
-        both = self._encode(texts + reasonings) * _nonempty(texts + reasonings, self.config.embed_device)
+        both = self._encode(texts + reasonings) * self._embeddable(texts + reasonings)
         answer, reasoning = both[: len(texts)], both[len(texts):]
         least = max(1, self.config.quality_min_words)
         whole = torch.tensor([bool(t) and word_count(r) >= least for t, r in zip(read.answers, read.reasonings)],
@@ -616,6 +617,15 @@ class NoveltyReward:
         mixed = torch.nn.functional.normalize((1.0 - w) * answer + w * reasoning, dim=-1)
         mixed = mixed * (whole & (answer.abs().sum(-1) > 0) & (reasoning.abs().sum(-1) > 0))[:, None]
         return mixed, ([(texts, answer), (reasonings, reasoning)] if free else None)
+
+    def _embeddable(self, texts: list[str]) -> torch.Tensor:
+        """[n, 1]: 1 where the text has something to embed. prompt_free: at least quality.min_words words left
+        (an adversary's review found the whole prompt restated plus one topical word paid +0.2 over an honest
+        answer: the vector read the one word, far from every sentence, and the prompt's words passed the checks
+        that read the whole text)."""
+        least = max(1, self.config.quality_min_words)
+        ok = (lambda t: word_count(t) >= least) if self.config.embed_text == "prompt_free" else bool
+        return torch.tensor([[float(ok(t))] for t in texts], device=self.config.embed_device).reshape(len(texts), 1)
 
     def _encode(self, texts: list[str]) -> torch.Tensor:
         """The texts' embeddings; texts encoded in the last few thousand are not encoded again. When the encoder

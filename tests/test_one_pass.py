@@ -34,11 +34,10 @@ def batch():
     return prompts, [a for answers in ON_TOPIC for a in answers]
 
 
-def test_prompt_free_removes_the_prompts_words_in_either_number():
+def test_prompt_free_removes_the_prompts_words():
     prompt = "Tweet pair 0: propose one hypothesis about retweets."
-    assert prompt_free("Tweets with numbers get more retweets.", prompt) == "with numbers get more"
-    assert prompt_free("Two stories: a glass is full.", "Write one story about a glass.") == "two is full"
-    assert prompt_free("Tweet pair 0: propose one hypothesis about retweets.", prompt) == ""
+    assert prompt_free("Tweets with numbers get more retweets!", prompt) == "tweets with numbers get more"
+    assert prompt_free("TWEET pair 0: Propose one hypothesis about retweets.", prompt) == ""
 
 
 def test_one_pass_encodes_each_answer_once_and_relevance_is_unchanged(embedder):
@@ -84,7 +83,8 @@ def test_a_state_of_one_reading_is_refused_by_the_other(embedder, tmp_path):
 
 def test_another_prompts_answer_copied_is_shared_whatever_the_reading(embedder):
     # Read without prompt 0's words, then without prompt 1's, the same answer is two texts (the embedding check
-    # at cosine 0.95 misses it); its word shingles as written are the same, so the template memory catches it.
+    # at cosine 0.95 misses it); its word shingles as written are the same, so the template memory catches it
+    # (read whole, the embedding check does).
     for settings in ({}, ONE_PASS):
         m = NoveltyReward(config(**settings, quality={"relevance_weight": 0.0}), embedder=embedder)
         m.update(m.score([PROMPTS[0]], [ON_TOPIC[0][0]], 1))
@@ -110,3 +110,60 @@ def test_split_reasoning_in_one_pass_reads_each_part_once(embedder):
     a, r = embedder.encode(free_a), embedder.encode([free_r] * 2)
     torch.testing.assert_close(s.embeddings, torch.nn.functional.normalize(0.75 * a + 0.25 * r, dim=-1),
                                atol=1e-5, rtol=0)
+
+
+def third(trick: str):
+    """5 prompts x 3 samples, the first prompt's third answer ``trick`` (tests/test_checks.py's layout)."""
+    prompts, responses = [], []
+    for i, (p, answers) in enumerate(zip(PROMPTS, ON_TOPIC)):
+        prompts += [p] * 3
+        responses += [*answers, trick if i == 0 else answers[0] + " It is cheap."]
+    return prompts, responses
+
+
+HONEST = "Mount the old smartphone on the fridge as a family calendar and shopping list."
+
+
+def test_the_prompt_restated_with_one_topical_word_earns_less_than_an_honest_answer(embedder):
+    # Found by an adversary's review: the vector read only "tripod" (far from every sentence: diversity, RND),
+    # and the prompt's words passed the checks that read the whole text: +0.2 over an honest answer.
+    trick = PROMPTS[0].rstrip(".") + ": tripod."
+    m = NoveltyReward(config(**ONE_PASS), embedder=embedder)
+    tricked = m.score(*third(trick), 3, soundness=[1.0] * 15)
+    honest = m.score(*third(HONEST), 3, soundness=[1.0] * 15)
+    assert tricked.components["unembedded"][2] == 1.0 and tricked.components["bonus"][2] == 0.0
+    assert tricked.rewards[2] < honest.rewards[2]
+
+
+def test_word_salad_behind_the_prompt_fails_fluency_in_one_pass(embedder):
+    salad = "optimised energetic lantern reveal science earning zero direct microphone chance pattern household named"
+    echo_salad = PROMPTS[0] + " " + salad
+    settings = {"rnd": {"weight": 0.0}, "archive": {"weight": 0.0}, "quality": {"relevance_weight": 0.0}}
+    fluency = {}
+    for name, extra in (("whole", {}), ("one pass", ONE_PASS)):
+        m = NoveltyReward(NoveltyConfig.from_dict({**settings, **extra}), embedder=embedder)
+        while m.common.total < m.common.MIN_WORDS:  # fluency knows a language's common words after 2,000
+            m.common.add([a for answers in ON_TOPIC for a in answers] + [p for p in PROMPTS])
+        s = m.score([PROMPTS[0]] * 3, [*ON_TOPIC[0], echo_salad], 3, soundness=[1.0] * 3)
+        fluency[name] = s.components["fluency"][2]
+    assert fluency["one pass"] == 0.0 < fluency["whole"]  # read whole, the prompt's words carry it
+
+
+def hyphenated(text: str) -> str:
+    return " ".join(w[:2] + "-" + w[2:] if len(w) > 3 else w for w in text.split())
+
+
+@pytest.mark.parametrize("settings", [{}, ONE_PASS], ids=["whole", "one pass"])
+def test_a_copy_with_its_words_split_by_hyphens_is_its_sources_idea(embedder, settings):
+    # Found by an adversary's review (+0.17 over an exact copy, read whole): the split words broke both the
+    # embedding and the word shingles. Fluency off, as math.yaml has it, so that only the copy link decides.
+    cfg = NoveltyConfig.from_dict({**settings, "quality": {"fluency_weight": 0.0, "relevance_weight": 0.0}})
+    source = "Use the old smartphone as a security camera that streams the living room to your laptop."
+    siblings = ["Turn the old smartphone into a bedside music player and alarm clock.",
+                "Give the old smartphone to a grandparent as a simple video-call screen."]
+    copy = hyphenated(source)
+    assert copy != source and "se-curity" in copy
+    m = NoveltyReward(cfg, embedder=embedder)
+    split = m.score([PROMPTS[0]] * 4, [source, *siblings, copy], 4, soundness=[1.0] * 4)
+    exact = m.score([PROMPTS[0]] * 4, [source, *siblings, source], 4, soundness=[1.0] * 4)
+    assert split.rewards[3] <= exact.rewards[3] + 1e-6 and split.rewards[0] <= exact.rewards[0] + 1e-6
