@@ -118,22 +118,28 @@ def embedding_classes(emb: torch.Tensor, threshold: float, eligible: torch.Tenso
     return same_cluster(torch.where(linked, 1.0, -1.0), 0.0).float().argmax(-1)
 
 
-def idea_similarity(emb: torch.Tensor, shingles: list[list[int]], min_shingles: int = 4) -> torch.Tensor:
+def idea_similarity(emb: torch.Tensor, shingles: list[list[int]], min_shingles: int = 4,
+                    letters: list[set[int]] | None = None, min_letters: int = 16) -> torch.Tensor:
     """[g, n, n] similarity of each group's pairs for the near-duplicate check: the cosine of their embeddings, or,
-    if more, how much of one answer's wording is inside the other (the share of its word 3-shingles the other has;
-    answers with fewer than ``min_shingles`` are too short to tell). A sibling's copy with a long preface or
-    appendix embeds far from it (cosine 0.70 measured: an embedding averages what it reads) while all of its wording
-    is the sibling's: by the cosine alone it passed as a new idea and took the whole diversity bonus."""
+    if more, how much of one answer's wording is inside the other: the share of its word 3-shingles the other has
+    (answers with fewer than ``min_shingles`` are too short to tell), or of its letter 8-grams (``letters``,
+    ``checks.letter_grams``; at least ``min_letters``). A sibling's copy with a long preface or appendix embeds
+    far from it (cosine 0.70 measured: an embedding averages what it reads) while all of its wording is the
+    sibling's: by the cosine alone it passed as a new idea and took the whole diversity bonus; a copy with its
+    words split apart shares no word shingle but every letter."""
     g, n, _ = emb.shape
-    sets = [set(s) for s in shingles]
-    inside = torch.zeros(g, n, n)  # [i, j]: the share of i's shingles found in j (built on the CPU: no syncs)
-    for gi in range(g):
-        group = sets[gi * n:(gi + 1) * n]
-        for i in range(n):
-            if len(group[i]) >= min_shingles:
-                for j in range(n):
-                    if i != j:
-                        inside[gi, i, j] = len(group[i] & group[j]) / len(group[i])
+    wordings = [([set(s) for s in shingles], min_shingles)]
+    if letters is not None:
+        wordings.append((letters, min_letters))
+    inside = torch.zeros(g, n, n)  # [i, j]: the share of i's wording found in j (built on the CPU: no syncs)
+    for sets, least in wordings:
+        for gi in range(g):
+            group = sets[gi * n:(gi + 1) * n]
+            for i in range(n):
+                if len(group[i]) >= least:
+                    for j in range(n):
+                        if i != j:
+                            inside[gi, i, j] = max(float(inside[gi, i, j]), len(group[i] & group[j]) / len(group[i]))
     inside = inside.maximum(inside.transpose(1, 2)).to(emb.device, emb.dtype)
     return (emb @ emb.transpose(1, 2)).maximum(inside)
 

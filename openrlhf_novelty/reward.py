@@ -22,6 +22,7 @@ from openrlhf_novelty.checks import (
     PromptMemory,
     TemplateMemory,
     impostor_z,
+    letter_grams,
     nondegenerate,
     prompt_free,
     relevance,
@@ -362,7 +363,8 @@ class NoveltyReward:
             ideas = sims = None
             if cfg.diversity_duplicate_threshold <= 1:  # near-duplicates within a group: one idea
                 d = emb.shape[1]
-                sims = idea_similarity(emb.view(-1, group_size, d), pf_shingles)
+                sims = idea_similarity(emb.view(-1, group_size, d), pf_shingles,
+                                       letters=[letter_grams(a) for a in texts])
                 ideas = (embedding_classes(emb.view(-1, group_size, d), cfg.diversity_duplicate_threshold,
                                            eligible.view(-1, group_size).to(emb.device), sims).cpu(), eligible)
             terms, extra = self._terms(emb, keys, valid.cpu(), eligible, group_size, classes, sims)

@@ -149,21 +149,24 @@ def test_word_salad_behind_the_prompt_fails_fluency_in_one_pass(embedder):
     assert fluency["one pass"] == 0.0 < fluency["whole"]  # read whole, the prompt's words carry it
 
 
-def hyphenated(text: str) -> str:
-    return " ".join(w[:2] + "-" + w[2:] if len(w) > 3 else w for w in text.split())
+def split_words(text: str, sep: str) -> str:
+    return " ".join(w[:2] + sep + w[2:] if len(w) > 3 else w for w in text.split())
 
 
+@pytest.mark.parametrize("sep", ["-", " ", "\u2013", "/", "\u00ad"], ids=["hyphen", "space", "en dash", "slash", "soft hyphen"])
 @pytest.mark.parametrize("settings", [{}, ONE_PASS], ids=["whole", "one pass"])
-def test_a_copy_with_its_words_split_by_hyphens_is_its_sources_idea(embedder, settings):
-    # Found by an adversary's review (+0.17 over an exact copy, read whole): the split words broke both the
-    # embedding and the word shingles. Fluency off, as math.yaml has it, so that only the copy link decides.
+def test_a_copy_with_its_words_split_apart_is_its_sources_idea(embedder, settings, sep):
+    # Found by two adversary's reviews (+0.17, then with any other separator +0.5 over an exact copy, read whole):
+    # the split words broke both the embedding and the word shingles; the letters are the source's. Fluency off,
+    # as math.yaml has it, so that only the copy link decides.
     cfg = NoveltyConfig.from_dict({**settings, "quality": {"fluency_weight": 0.0, "relevance_weight": 0.0}})
     source = "Use the old smartphone as a security camera that streams the living room to your laptop."
     siblings = ["Turn the old smartphone into a bedside music player and alarm clock.",
                 "Give the old smartphone to a grandparent as a simple video-call screen."]
-    copy = hyphenated(source)
-    assert copy != source and "se-curity" in copy
+    copy = split_words(source, sep)
+    assert copy != source and f"se{sep}curity" in copy
     m = NoveltyReward(cfg, embedder=embedder)
     split = m.score([PROMPTS[0]] * 4, [source, *siblings, copy], 4, soundness=[1.0] * 4)
     exact = m.score([PROMPTS[0]] * 4, [source, *siblings, source], 4, soundness=[1.0] * 4)
     assert split.rewards[3] <= exact.rewards[3] + 1e-6 and split.rewards[0] <= exact.rewards[0] + 1e-6
+    assert min(split.components["diversity"][1:3]) > 0.2  # the two distinct siblings are still new ideas
