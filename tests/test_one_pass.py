@@ -1,15 +1,19 @@
 """embed.text prompt_free: the novelty vector reads the answer without its prompt's words, the text relevance reads,
 so the encoder reads each answer once; and what that reading changes (echoes, states, copies across prompts)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from openrlhf_novelty.checks import prompt_free
-from openrlhf_novelty.config import NoveltyConfig
+from openrlhf_novelty.config import NoveltyConfig, read_config_file
 from openrlhf_novelty.reward import NoveltyReward
 from tests.test_checks import ON_TOPIC, PROMPTS
 
-ONE_PASS = {"embed": {"text": "prompt_free"}, "diversity": {"duplicate_threshold": 0.55}}
+# The shipped preset, so the file a user copies is the one tested.
+ONE_PASS = read_config_file(Path(__file__).resolve().parents[1] / "examples" / "configs" / "one_pass.yaml")
+assert ONE_PASS["embed"] == {"text": "prompt_free"} and ONE_PASS["diversity"]["duplicate_threshold"] == 0.55
 
 
 class Counting:
