@@ -275,16 +275,6 @@ class LanguageCheck:
         return lang
 
 
-_HYPHEN_IN_WORD = re.compile(r"(?<=[^\W\d_])[-\u2010\u2011\u2012](?=[^\W\d_])")
-
-
-def unhyphenated(text: str) -> str:
-    """Hyphens between two letters removed ("sec-urity cam-era" -> "security camera"): what the wording links
-    read, so that splitting a sibling's words does not make its copy new wording (found by an adversary's review:
-    +0.17 over an exact copy). Between digits ("3-4") they stay."""
-    return _HYPHEN_IN_WORD.sub("", text)
-
-
 def letter_grams(text: str, n: int = 8) -> set[int]:
     """The text's letter n-grams, everything but letters dropped and case folded ("sma rtphone" and "sma-rtphone"
     are "smartphone"), hashed with Python's hash (compared within one call, never saved). A copy with its words

@@ -28,7 +28,6 @@ from openrlhf_novelty.checks import (
     relevance,
     shared_across_prompts,
     shingles,
-    unhyphenated,
     word_count,
 )
 from openrlhf_novelty.config import ConfigError, NoveltyConfig
@@ -408,10 +407,10 @@ class NoveltyReward:
         split = reasonings is not None
         free_answers = [prompt_free(a, p) for a, p in zip(answers, cleaned)] if split else free
         free_reasonings = [prompt_free(r, p) for r, p in zip(reasonings, cleaned)] if split else None
-        pf = [shingles(prompt_free(unhyphenated(a), p)) for a, p in zip(answers, cleaned)]
+        pf = [shingles(f) for f in free_answers]
         shared = pf
         if self.config.embed_text == "prompt_free":  # read whole, the embedding check sees such copies at cosine 1
-            written = [shingles(prompt_free(unhyphenated(a), "")) for a in answers]  # nothing removed
+            written = [shingles(prompt_free(a, "")) for a in answers]  # lower-cased words, nothing removed
             shared = [sorted(set(a) | set(b)) for a, b in zip(pf, written)]
         return Reading(cleaned, checked, answers, reasonings, free, free_answers, free_reasonings, pf, shared)
 
