@@ -452,8 +452,14 @@ def pressure_markdown(arms: dict) -> list[str]:
     for a, c in run["end"]["copies"].items():
         q = base["end"]["copies"][a]
         lines.append(f"| {a} | {c['mass']:.4f} | {c['clean_mass']:.4f} | {q['mass']:.4f} | {q['clean_mass']:.4f} |")
-    lines += ["", f"Effective honest ideas per prompt: {run['start']['effective_ideas']:.2f} at the start, "
-              f"{run['end']['effective_ideas']:.2f} configured, {base['end']['effective_ideas']:.2f} quality only.", ""]
+    ends = {name: arm["end"] for name, arm in (("configured", run), ("quality only", base))}
+    lines += ["", f"Effective honest ideas per prompt (the spread over ideas times the share of mass on honest answers "
+              f"and their copies): {run['start']['effective_ideas']:.2f} at the start, "
+              + ", ".join(f"{e['effective_ideas']:.2f} {name}" for name, e in ends.items()) + ". Spread among the "
+              f"honest mass alone: {run['start']['ideas_among_honest']:.2f} at the start, "
+              + ", ".join(f"{e['ideas_among_honest']:.2f} {name}" for name, e in ends.items()) + ". Mass of each "
+              "prompt's likeliest candidate: " + ", ".join(f"{e['top']:.2f} {name}" for name, e in ends.items()) + ".",
+              ""]
     return lines
 
 

@@ -78,13 +78,16 @@ def simulate(model: NoveltyReward, pools: dict[str, list[Candidate]], steps: int
 
 
 def _masses(pools: dict[str, list[Candidate]], logits: dict[str, torch.Tensor]) -> dict:
-    """Mean over prompts of the mass per kind; per copy attack, the share of (prompt, idea) pairs whose variant
-    holds more mass than its clean source and the mean ratio; the effective number of honest ideas (exp of the
-    entropy of the mass per idea, a copy counting for the idea it copies)."""
+    """Mean over prompts of the mass per kind; per copy attack, its mass against its clean source's; the effective
+    number of honest ideas: exp of the entropy of the mass per idea (a copy counting for the idea it copies), times
+    the share of the mass on honest answers and their copies at all. Without that share, a policy that has moved
+    to junk would keep the spread of its leftover honest mass, which no step touched: 4 ideas from 1% of its mass.
+    ``ideas_among_honest`` is the entropy term alone; ``top`` the mass of each prompt's likeliest candidate
+    (1 = collapsed onto one answer)."""
     kinds: dict[str, float] = {}
     attacks: dict[str, float] = {}
     copies: dict[str, list[tuple[float, float]]] = {}
-    ideas = []
+    ideas, among, tops = [], [], []
     for p, pool in pools.items():
         probs = logits[p].softmax(0).tolist()
         per_idea: dict[int, float] = {}
@@ -97,9 +100,14 @@ def _masses(pools: dict[str, list[Candidate]], logits: dict[str, torch.Tensor]) 
             if c.family == "copy":
                 copies.setdefault(c.attack, []).append((m, clean[c.idea]))
         total = sum(per_idea.values())
-        ideas.append(math.exp(-sum(v / total * math.log(v / total) for v in per_idea.values() if v > 0))
-                     if total > 0 else 0.0)
-    return {"kinds": kinds, "attacks": attacks, "effective_ideas": sum(ideas) / len(ideas),
+        spread = math.exp(-sum(v / total * math.log(v / total) for v in per_idea.values() if v > 0)) \
+            if total > 0 else 0.0
+        among.append(spread)
+        ideas.append(total * spread)
+        tops.append(max(probs))
+    n = len(pools)
+    return {"kinds": kinds, "attacks": attacks, "effective_ideas": sum(ideas) / n,
+            "ideas_among_honest": sum(among) / n, "top": sum(tops) / n,
             "copies": {a: _paired(v) for a, v in copies.items()}}
 
 
