@@ -245,8 +245,11 @@ class StreamingNovelty:
                 div.append(0.0)
                 continue
             group = torch.stack([emb[i], *sibs]) if sibs else emb[i][None]
+            # Siblings at or above diversity.duplicate_threshold are the same idea, as in a whole group: a reworded
+            # copy of a sibling that arrived earlier adds nothing.
             div.append(float(group_diversity(group[None], cfg.diversity_mode, cfg.diversity_threshold,
-                                                  lam=cfg.diversity_elliptical_lambda)[0, 0]))
+                                             lam=cfg.diversity_elliptical_lambda,
+                                             duplicate=cfg.diversity_duplicate_threshold)[0, 0]))
             if sibs is None:
                 sibs = self._siblings[key] = deque(maxlen=cfg.stream_group_size - 1)
             sibs.append(emb[i])

@@ -233,3 +233,17 @@ def test_the_judges_partition_gets_what_is_left_of_the_request_limit(embedder, m
     assert took < 4.0, took
     assert out["extra_logs"]["novelty/partition_failed"] == [1.0] * 4  # the embedding partition stood in
     assert out["extra_logs"]["novelty/group_complete"] == [1.0] * 4
+
+
+def test_on_arrival_a_reworded_copy_of_an_earlier_sibling_adds_no_diversity(embedder):
+    """group_timeout 0 scored each arrival against its prompt's earlier samples by plain cosine distance, so a copy
+    reworded past an exact copy's 0 still earned distance (a whole group pays it nothing: duplicate_threshold)."""
+    cfg = config(group_timeout=0)
+    remote = RemoteReward(cfg, model=NoveltyReward(cfg, embedder=embedder))
+    source, reworded = ANSWERS[0][0], "Mount it on the fridge and use it as a recipe screen in the kitchen."
+    e = embedder.encode([source, reworded])
+    assert float(e[0] @ e[1]) >= cfg.diversity_duplicate_threshold  # one idea, to the embedding too
+    remote([PROMPTS[0] + source], [PROMPTS[0]], [""])
+    again = remote([PROMPTS[0] + reworded], [PROMPTS[0]], [""])["extra_logs"]["novelty/diversity"][0]
+    new = remote([PROMPTS[0] + ANSWERS[0][2]], [PROMPTS[0]], [""])["extra_logs"]["novelty/diversity"][0]
+    assert again == pytest.approx(0.0) and new > 0.2
