@@ -457,7 +457,11 @@ def pressure_markdown(arms: dict) -> list[str]:
               f"and their copies): {run['start']['effective_ideas']:.2f} at the start, "
               + ", ".join(f"{e['effective_ideas']:.2f} {name}" for name, e in ends.items()) + ". Spread among the "
               f"honest mass alone: {run['start']['ideas_among_honest']:.2f} at the start, "
-              + ", ".join(f"{e['ideas_among_honest']:.2f} {name}" for name, e in ends.items()) + ". Mass of each "
+              + ", ".join(f"{e['ideas_among_honest']:.2f} {name}" for name, e in ends.items()) + ". The honest answers "
+              f"as written, without their copies: {run['start']['ideas_without_copies']:.2f} at the start, "
+              + ", ".join(f"{e['ideas_without_copies']:.2f} {name}" for name, e in ends.items()) + ". Distinct ideas "
+              f"expected in a group of {run.get('group_size', 4)}: {run['start']['ideas_per_group']:.2f} at the start, "
+              + ", ".join(f"{e['ideas_per_group']:.2f} {name}" for name, e in ends.items()) + ". Mass of each "
               "prompt's likeliest candidate: " + ", ".join(f"{e['top']:.2f} {name}" for name, e in ends.items()) + ".",
               ""]
     return lines

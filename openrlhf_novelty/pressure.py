@@ -55,7 +55,7 @@ def simulate(model: NoveltyReward, pools: dict[str, list[Candidate]], steps: int
     gen = torch.Generator().manual_seed(seed)
     prompts = list(pools)
     logits = {p: torch.zeros(len(pools[p]), dtype=torch.float64) for p in prompts}
-    start = _masses(pools, logits)
+    start = _masses(pools, logits, group_size)
     for _ in range(steps):
         picks = {p: torch.multinomial(logits[p].softmax(0), group_size, replacement=True, generator=gen)
                  for p in prompts}
@@ -74,20 +74,24 @@ def simulate(model: NoveltyReward, pools: dict[str, list[Candidate]], steps: int
         model.update(scored)
         if progress is not None:
             progress.update(1)
-    return {"start": start, "end": _masses(pools, logits), "steps": steps, "lr": lr}
+    return {"start": start, "end": _masses(pools, logits, group_size), "steps": steps, "lr": lr,
+            "group_size": group_size}
 
 
-def _masses(pools: dict[str, list[Candidate]], logits: dict[str, torch.Tensor]) -> dict:
+def _masses(pools: dict[str, list[Candidate]], logits: dict[str, torch.Tensor], group_size: int = 4) -> dict:
     """Mean over prompts of the mass per kind; per copy attack, its mass against its clean source's; the effective
     number of honest ideas: exp of the entropy of the mass per idea (a copy counting for the idea it copies), times
     the share of the mass on honest answers and their copies at all. Without that share, a policy that has moved
     to junk would keep the spread of its leftover honest mass, which no step touched: 4 ideas from 1% of its mass.
-    ``ideas_among_honest`` is the entropy term alone; ``top`` the mass of each prompt's likeliest candidate
-    (1 = collapsed onto one answer)."""
+    ``ideas_among_honest`` is the entropy term alone; ``ideas_without_copies`` the count with the honest answers
+    alone (a rewording is its idea, but a policy that moved to rewordings keeps few of the answers as written);
+    ``ideas_per_group`` the expected number of distinct ideas in a group of ``group_size`` samples (what GRPO
+    compares; worse answers are no idea); ``top`` the mass of each prompt's likeliest candidate (1 = collapsed onto
+    one answer)."""
     kinds: dict[str, float] = {}
     attacks: dict[str, float] = {}
     copies: dict[str, list[tuple[float, float]]] = {}
-    ideas, among, tops = [], [], []
+    ideas, among, bare, per_group, tops = [], [], [], [], []
     for p, pool in pools.items():
         probs = logits[p].softmax(0).tolist()
         per_idea: dict[int, float] = {}
@@ -99,16 +103,25 @@ def _masses(pools: dict[str, list[Candidate]], logits: dict[str, torch.Tensor]) 
                 per_idea[c.idea] = per_idea.get(c.idea, 0.0) + m
             if c.family == "copy":
                 copies.setdefault(c.attack, []).append((m, clean[c.idea]))
-        total = sum(per_idea.values())
-        spread = math.exp(-sum(v / total * math.log(v / total) for v in per_idea.values() if v > 0)) \
-            if total > 0 else 0.0
+        total, spread = _spread(per_idea)
         among.append(spread)
         ideas.append(total * spread)
+        bare.append(math.prod(_spread(clean)))
+        per_group.append(sum(1.0 - (1.0 - m) ** group_size for m in per_idea.values()))
         tops.append(max(probs))
     n = len(pools)
     return {"kinds": kinds, "attacks": attacks, "effective_ideas": sum(ideas) / n,
-            "ideas_among_honest": sum(among) / n, "top": sum(tops) / n,
+            "ideas_among_honest": sum(among) / n, "ideas_without_copies": sum(bare) / n,
+            "ideas_per_group": sum(per_group) / n, "top": sum(tops) / n,
             "copies": {a: _paired(v) for a, v in copies.items()}}
+
+
+def _spread(masses: dict[int, float]) -> tuple[float, float]:
+    """(the total mass, exp of the entropy of its shares): the effective number of ideas it is spread over."""
+    total = sum(masses.values())
+    if total <= 0:
+        return 0.0, 0.0
+    return total, math.exp(-sum(v / total * math.log(v / total) for v in masses.values() if v > 0))
 
 
 def _paired(pairs: list[tuple[float, float]]) -> dict:

@@ -45,3 +45,17 @@ def test_the_ideas_target_reads_the_weighted_count():
     assert pressure_failures({"configured": _arm(kept), "quality only": _arm(collapsed_on_junk)}) == []
     bad = pressure_failures({"configured": _arm(collapsed_on_junk), "quality only": _arm(kept)})
     assert len(bad) == 1 and bad[0].startswith("effective honest ideas 0.06")
+
+
+def test_copies_count_for_their_idea_and_the_bare_count_says_how_much_is_copies():
+    # idea 0 entirely as its emoji copy, idea 1 as written: two ideas, but one honest answer as written
+    out = _masses({"p": _pool()}, {"p": _logits([1e-12, 0.5, 0.5, 1e-12])})
+    assert out["effective_ideas"] == pytest.approx(2.0, abs=1e-6)
+    assert out["ideas_without_copies"] == pytest.approx(0.5, abs=1e-6)  # half the mass, on one answer
+
+
+def test_ideas_per_group_is_what_a_group_of_samples_holds():
+    out = _masses({"p": _pool()}, {"p": _logits([0.25, 0.5, 0.25, 1e-12])}, group_size=4)
+    assert out["ideas_per_group"] == pytest.approx(2 * (1 - 0.5 ** 4), abs=1e-6)  # two ideas at 0.5 each
+    junk = _masses({"p": _pool()}, {"p": _logits([0.0075, 0.015, 0.0075, 0.97])}, group_size=4)
+    assert junk["ideas_per_group"] == pytest.approx(2 * (1 - 0.985 ** 4), abs=1e-6)
