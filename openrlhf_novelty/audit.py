@@ -452,18 +452,17 @@ def pressure_markdown(arms: dict) -> list[str]:
     for a, c in run["end"]["copies"].items():
         q = base["end"]["copies"][a]
         lines.append(f"| {a} | {c['mass']:.4f} | {c['clean_mass']:.4f} | {q['mass']:.4f} | {q['clean_mass']:.4f} |")
-    ends = {name: arm["end"] for name, arm in (("configured", run), ("quality only", base))}
+
+    def counts(key: str) -> str:
+        return f"{run['start'][key]:.2f} at the start, {run['end'][key]:.2f} configured, " \
+               f"{base['end'][key]:.2f} quality only"
+
     lines += ["", f"Effective honest ideas per prompt (the spread over ideas times the share of mass on honest answers "
-              f"and their copies): {run['start']['effective_ideas']:.2f} at the start, "
-              + ", ".join(f"{e['effective_ideas']:.2f} {name}" for name, e in ends.items()) + ". Spread among the "
-              f"honest mass alone: {run['start']['ideas_among_honest']:.2f} at the start, "
-              + ", ".join(f"{e['ideas_among_honest']:.2f} {name}" for name, e in ends.items()) + ". The honest answers "
-              f"as written, without their copies: {run['start']['ideas_without_copies']:.2f} at the start, "
-              + ", ".join(f"{e['ideas_without_copies']:.2f} {name}" for name, e in ends.items()) + ". Distinct ideas "
-              f"expected in a group of {run.get('group_size', 4)}: {run['start']['ideas_per_group']:.2f} at the start, "
-              + ", ".join(f"{e['ideas_per_group']:.2f} {name}" for name, e in ends.items()) + ". Mass of each "
-              "prompt's likeliest candidate: " + ", ".join(f"{e['top']:.2f} {name}" for name, e in ends.items()) + ".",
-              ""]
+              f"and their copies): {counts('effective_ideas')}. Spread among the honest mass alone: "
+              f"{counts('ideas_among_honest')}. The honest answers as written, without their copies: "
+              f"{counts('ideas_without_copies')}. Distinct ideas expected in a group of {run['group_size']}: "
+              f"{counts('ideas_per_group')}. Mass of each prompt's likeliest candidate: {run['end']['top']:.2f} "
+              f"configured, {base['end']['top']:.2f} quality only.", ""]
     return lines
 
 
